@@ -1,0 +1,214 @@
+"""An extracted dataset on disk: .npy shards (x', Z(x')) plus a JSON manifest with every shard's sha256.
+
+Layout of a dataset directory::
+
+    config.json                  what produced it (written first; a rerun with another config is refused)
+    shard-00000.images.npy       float32 (n, C, H, W) extracted images x'
+    shard-00000.logits.npy       float32 (n, K) the source model's logits Z(x')
+    shard-00000.json             sha256 + bytes of both files; written last, so it marks the shard complete
+    manifest.json                counts, shapes, dtypes, source checkpoint sha256, config, seed, all shards
+
+Every file is written atomically (temporary name, then rename). Loading verifies sizes and hashes and
+memory-maps the arrays, so a 500k-image dataset never has to fit in RAM.
+"""
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dfm_lightning.data.origin import ImageDataset, keep_batch, load_origin, random_shift_flip
+from dfm_lightning.errors import UserError
+
+FORMAT = "dfm-extracted/1"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name beside ``path``, fsync, then rename over it."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: dict) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _save_npy(path: Path, array: np.ndarray) -> dict:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:05d}"
+
+
+def write_shard(out_dir: str | Path, shard: int, images: np.ndarray, logits: np.ndarray) -> dict:
+    """Write one shard's arrays, then its completion record; return that record."""
+    out_dir = Path(out_dir)
+    name = shard_name(shard)
+    record = {
+        "shard": shard,
+        "count": int(len(images)),
+        "images": _save_npy(out_dir / f"{name}.images.npy", images.astype(np.float32, copy=False)),
+        "logits": _save_npy(out_dir / f"{name}.logits.npy", logits.astype(np.float32, copy=False)),
+    }
+    atomic_write_json(out_dir / f"{name}.json", record)
+    return record
+
+
+def complete_shards(out_dir: str | Path) -> set[int]:
+    """Shards whose completion record exists (their files are verified later, on load)."""
+    return {int(p.name[6:11]) for p in Path(out_dir).glob("shard-?????.json")}
+
+
+def write_manifest(out_dir: str | Path, num_shards: int, extra: dict) -> dict:
+    """Collect all shard records into ``manifest.json``; every shard must be complete."""
+    out_dir = Path(out_dir)
+    missing = [k for k in range(num_shards) if not (out_dir / f"{shard_name(k)}.json").exists()]
+    if missing:
+        raise UserError(f"{out_dir}: shards {missing[:5]} are missing; rerun the extraction to complete them")
+    shards = [json.loads((out_dir / f"{shard_name(k)}.json").read_text()) for k in range(num_shards)]
+    first = np.load(out_dir / shards[0]["images"]["file"], mmap_mode="r")
+    logits = np.load(out_dir / shards[0]["logits"]["file"], mmap_mode="r")
+    manifest = {
+        "format": FORMAT,
+        "num_samples": sum(s["count"] for s in shards),
+        "image_shape": list(first.shape[1:]),
+        "num_classes": int(logits.shape[1]),
+        "dtypes": {"images": str(first.dtype), "logits": str(logits.dtype)},
+        **extra,
+        "shards": shards,
+    }
+    atomic_write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+class ExtractedDataset(Dataset):
+    """All shards of an extracted dataset, verified and memory-mapped; items are (x', Z(x'))."""
+
+    def __init__(self, path: str | Path, verify: bool = True):
+        self.path = Path(path)
+        mf = self.path / "manifest.json"
+        if not mf.exists():
+            raise UserError(f"{mf} not found: {self.path} is not a finished extracted dataset (run `dfm extract` first)")
+        try:
+            self.manifest = json.loads(mf.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"{mf} is not valid JSON ({e}); re-run the extraction into a new directory") from None
+        self.images, self.logits = [], []
+        for s in self.manifest["shards"]:
+            for key, store in (("images", self.images), ("logits", self.logits)):
+                store.append(self._open(s[key], verify))
+        counts = [len(a) for a in self.images]
+        self.offsets = np.cumsum([0] + counts)
+
+    def _open(self, rec: dict, verify: bool) -> np.ndarray:
+        f = self.path / rec["file"]
+        fix = f"delete it and its .json, then rerun the same `dfm extract`/`dfm chain` to regenerate it"
+        if not f.exists():
+            raise UserError(f"shard file {f} is missing; {fix}")
+        if f.stat().st_size != rec["bytes"]:
+            raise UserError(f"shard file {f} is truncated or altered ({f.stat().st_size} bytes, manifest says {rec['bytes']}); {fix}")
+        if verify and sha256_file(f) != rec["sha256"]:
+            raise UserError(f"shard file {f} is corrupted (sha256 differs from manifest); {fix}")
+        return np.load(f, mmap_mode="r", allow_pickle=False)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = np.asarray(idx)
+        order = np.argsort(idx, kind="stable")
+        shard = np.searchsorted(self.offsets, idx[order], side="right") - 1
+        xs, zs = [], []
+        for k in np.unique(shard):
+            local = idx[order][shard == k] - self.offsets[k]
+            xs.append(self.images[k][local])
+            zs.append(self.logits[k][local])
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        x = torch.from_numpy(np.concatenate(xs)[inverse])
+        z = torch.from_numpy(np.concatenate(zs)[inverse])
+        return x, z
+
+    def __getitem__(self, i: int):
+        x, z = self.__getitems__([i])
+        return x[0], z[0]
+
+
+class Subset(Dataset):
+    """A fixed subset that keeps batched fetching."""
+
+    def __init__(self, ds: Dataset, indices: np.ndarray):
+        self.ds, self.indices = ds, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitems__(self, idx: list[int]):
+        return self.ds.__getitems__(self.indices[np.asarray(idx)].tolist())
+
+
+class ExtractedDataModule(pl.LightningDataModule):
+    """DtM data: (x', Z(x')) for training, a held-out slice of the extracted data for validation,
+    and the origin test set (labels) for testing. Training never sees origin data."""
+
+    def __init__(self, path: str, origin: str = "mnist", root: str | None = None, download: bool = False,
+                 batch_size: int = 128, num_workers: int = 0, val_size: int = 1000, max_samples: int | None = None,
+                 augment: bool = False, split_seed: int = 0):
+        super().__init__()
+        self.path, self.origin, self.root, self.download = path, origin, root, download
+        self.batch_size, self.num_workers, self.val_size = batch_size, num_workers, val_size
+        self.max_samples, self.augment, self.split_seed = max_samples, augment, split_seed
+        self.train_set = self.val_set = self.test_set = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            ds = ExtractedDataset(self.path)
+            perm = np.random.default_rng(self.split_seed).permutation(len(ds))
+            n_val = min(self.val_size, len(ds) // 5)
+            train = perm[n_val:] if self.max_samples is None else perm[n_val:n_val + self.max_samples]
+            self.train_set, self.val_set = Subset(ds, train), Subset(ds, perm[:n_val])
+        if stage in (None, "test") and self.test_set is None:
+            self.test_set = ImageDataset(*load_origin(self.origin, False, self.root, self.download))
+
+    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          collate_fn=keep_batch, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.augment and self.trainer is not None and self.trainer.training:
+            x, z = batch
+            batch = (random_shift_flip(x, pad=2 if x.shape[1] == 1 else 4, flip=x.shape[1] == 3), z)
+        return batch

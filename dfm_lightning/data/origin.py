@@ -1,0 +1,177 @@
+"""Origin datasets as uint8 tensors in memory: MNIST, Fashion-MNIST, CIFAR-10 and the embedded ``digits``.
+
+Pixels reach the model in [0, 1]; normalisation lives in the model. The default root is ``$DFM_DATA_DIR``.
+"""
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from dfm_lightning.errors import UserError
+
+# name -> (channels, size, classes)
+DATASET_SPECS = {
+    "mnist": (1, 28, 10),
+    "fashion_mnist": (1, 28, 10),
+    "cifar10": (3, 32, 10),
+    "digits": (1, 28, 10),
+}
+CIFAR10_NPZ = Path("CIFAR10-jpeg") / "cifar10_jpeg_q75.npz"
+
+
+def default_root() -> str:
+    """``$DFM_DATA_DIR`` when set, else ``./data``."""
+    return os.environ.get("DFM_DATA_DIR") or "data"
+
+
+def keep_batch(batch):
+    """collate_fn for datasets whose ``__getitems__`` already returns a whole batch."""
+    return batch
+
+
+class ImageDataset(Dataset):
+    """Images (uint8 or float, NCHW) with targets; ``__getitems__`` fetches a whole batch at once."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor):
+        self.images, self.targets = images, targets
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[idx]
+        return (x.float() / 255 if x.dtype == torch.uint8 else x), self.targets[idx]
+
+    def __getitem__(self, i: int):
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
+
+
+def load_origin(name: str, train: bool, root: str | None = None, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (uint8 images NCHW, int64 labels) of one split of an origin dataset."""
+    if name not in DATASET_SPECS:
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(DATASET_SPECS)}")
+    root = root or default_root()
+    if name == "digits":
+        return _digits(train)
+    if name == "cifar10":
+        return _cifar10(root, train, download)
+    from torchvision import datasets
+
+    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[name]
+    try:
+        ds = cls(root, train=train, download=download)
+    except RuntimeError as e:
+        raise UserError(f"{cls.__name__} not found in {Path(root, cls.__name__, 'raw')} ({e}); "
+                        "set --data.download true, or point DFM_DATA_DIR / root at a copy") from None
+    return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
+
+
+def _digits(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled 8x8 digits, upsampled to 28x28; a fixed seeded 80/20 split (no network)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images).float().unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    y = torch.from_numpy(d.target).long()
+    perm = torch.from_numpy(np.random.default_rng(0).permutation(len(y)))
+    n_train = int(0.8 * len(y))
+    idx = perm[:n_train] if train else perm[n_train:]
+    return x[idx], y[idx]
+
+
+def _cifar10(root: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchvision's CIFAR-10 pickles, or the offline JPEG copy (``CIFAR10-jpeg/cifar10_jpeg_q75.npz``) under root."""
+    npz = Path(root) / CIFAR10_NPZ
+    if npz.exists() and not (Path(root) / "cifar-10-batches-py").exists():
+        from PIL import Image
+
+        split = "train" if train else "test"
+        with np.load(npz, allow_pickle=False) as z:
+            blob, offsets, labels = z[f"{split}_jpeg"], z[f"{split}_offsets"], z[f"{split}_labels"]
+        x = np.stack([np.asarray(Image.open(io.BytesIO(blob[a:b].tobytes())).convert("RGB"))
+                      for a, b in zip(offsets[:-1], offsets[1:])])
+        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels).long()
+    from torchvision import datasets
+
+    try:
+        ds = datasets.CIFAR10(root, train=train, download=download)
+    except RuntimeError as e:
+        raise UserError(f"CIFAR-10 not found in {Path(root, 'cifar-10-batches-py')} nor {npz} ({e}); "
+                        "set --data.download true, or point DFM_DATA_DIR / root at a copy") from None
+    return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets).long()
+
+
+def random_shift_flip(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
+    """Batch augmentation: random translation by up to ``pad`` pixels (zero fill) and optional horizontal flip."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dx, dy = torch.randint(0, 2 * pad + 1, (2, n), device=x.device)
+    rows = (torch.arange(h, device=x.device)[None, :] + dy[:, None])[:, None, :, None].expand(-1, x.shape[1], -1, w + 2 * pad)
+    out = padded.gather(2, rows)
+    cols = (torch.arange(w, device=x.device)[None, :] + dx[:, None])[:, None, None, :].expand(-1, x.shape[1], h, -1)
+    out = out.gather(3, cols)
+    if flip:
+        mask = torch.rand(n, device=x.device) < 0.5
+        out[mask] = out[mask].flip(3)
+    return out
+
+
+class OriginDataModule(pl.LightningDataModule):
+    """An origin dataset for M0 training and for every evaluation.
+
+    ``val_size`` > 0 holds out a seeded slice of the *training* set for validation (tuning never uses the
+    test set); with 0 there is no validation loop. ``augment`` adds random shifts (and flips for CIFAR-10).
+    """
+
+    def __init__(self, name: str = "mnist", root: str | None = None, download: bool = True, batch_size: int = 128,
+                 num_workers: int = 0, val_size: int = 0, augment: bool = False, split_seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        if name not in DATASET_SPECS:
+            raise UserError(f"unknown dataset {name!r}; known: {', '.join(DATASET_SPECS)}")
+        self.name, self.root, self.download = name, root, download
+        self.batch_size, self.num_workers, self.val_size = batch_size, num_workers, val_size
+        self.augment, self.split_seed = augment, split_seed
+        self.in_channels, self.input_size, self.num_classes = DATASET_SPECS[name]
+        self.train_set = self.val_set = self.test_set = None
+
+    def prepare_data(self) -> None:
+        if self.download and self.name in ("mnist", "fashion_mnist", "cifar10"):
+            load_origin(self.name, True, self.root, self.download)
+            load_origin(self.name, False, self.root, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            x, y = load_origin(self.name, True, self.root, self.download)
+            perm = torch.from_numpy(np.random.default_rng(self.split_seed).permutation(len(y)))
+            val, tr = perm[: self.val_size], perm[self.val_size:]
+            self.train_set, self.val_set = ImageDataset(x[tr], y[tr]), ImageDataset(x[val], y[val])
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = ImageDataset(*load_origin(self.name, False, self.root, self.download))
+
+    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          collate_fn=keep_batch, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, False) if self.val_size > 0 else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.augment and self.trainer is not None and self.trainer.training:
+            x, y = batch
+            batch = (random_shift_flip(x, pad=2 if self.in_channels == 1 else 4, flip=self.in_channels == 3), y)
+        return batch

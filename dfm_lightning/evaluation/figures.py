@@ -1,0 +1,50 @@
+"""Pictures people would rather look at than read: the paper's Figure 2 grid and accuracy per generation."""
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def save_extraction_grid(substitutes: torch.Tensor, extracted: torch.Tensor, logits: torch.Tensor, path: str | Path,
+                         title: str = "") -> Path:
+    """Two rows like the paper's Figure 2: substitute originals x_s above the extracted x', titled argmax Z(x')."""
+    n = len(extracted)
+    fig, axes = plt.subplots(2, n, figsize=(1.3 * n, 3.0), squeeze=False)
+    for i in range(n):
+        for row, img in enumerate((substitutes[i], extracted[i])):
+            ax = axes[row, i]
+            ax.imshow(img.permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[1, i].set_title(f"{int(logits[i].argmax())}", fontsize=9)
+    axes[0, 0].set_ylabel("x_s")
+    axes[1, 0].set_ylabel("x'")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_accuracy_plot(generations: list[dict], path: str | Path, title: str = "") -> Path:
+    """Test accuracy (and accuracy under each robustness eps) per generation, in percent."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    gens = [g["generation"] for g in generations]
+    ax.plot(gens, [100 * g["test_accuracy"] for g in generations], "o-", label="clean", linewidth=2)
+    for eps in generations[0].get("robust_accuracy", {}):
+        if float(eps) > 0:
+            ax.plot(gens, [100 * g["robust_accuracy"][eps] for g in generations], ".--", label=f"L2 eps={eps}")
+    ax.set_xlabel("generation (M0 = origin data)")
+    ax.set_ylabel("origin test accuracy (%)")
+    ax.set_xticks(gens)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

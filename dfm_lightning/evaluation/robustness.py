@@ -1,0 +1,61 @@
+"""The paper's robustness protocol (Table 2): untargeted L2-PGD, 20 steps of 2.5 * eps / steps, per eps.
+
+Runs as ``Trainer.test`` with ``inference_mode=False`` so it gets Lightning's progress bar, devices and
+DDP metric sync; eps = 0 is clean accuracy.
+"""
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from dfm_lightning.attacks import l2_pgd
+from dfm_lightning.errors import UserError
+from dfm_lightning.modules.classifier import cross_entropy_per_sample, freeze
+
+
+def eps_key(eps: float) -> str:
+    """How an eps is written in keys and metric names: 1.0 -> '1', 0.5 -> '0.5'."""
+    return f"{eps:g}"
+
+
+class RobustnessEval(pl.LightningModule):
+    """Wraps a frozen model; ``test_step`` logs ``robust/acc_eps{e}`` for every eps."""
+
+    def __init__(self, model: nn.Module, eps: list[float], steps: int = 20, rel_step_size: float = 2.5):
+        super().__init__()
+        bad = [e for e in eps if e < 0]
+        if bad or steps < 0:
+            raise UserError(f"robustness eps must be >= 0 and steps >= 0, got eps={list(eps)}, steps={steps}")
+        self.model = freeze(model)
+        self.eps, self.steps, self.rel_step_size = list(eps), steps, rel_step_size
+        num_classes = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+        self.accs = nn.ModuleList([MulticlassAccuracy(num_classes, average="micro") for _ in self.eps])
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        for eps, acc in zip(self.eps, self.accs):
+            adv = l2_pgd(self.model, x, y, cross_entropy_per_sample, eps=eps, steps=self.steps,
+                         step_size=self.rel_step_size * eps / max(self.steps, 1))
+            with torch.no_grad():
+                acc.update(self.model(adv), y)
+            self.log(f"robust/acc_eps{eps_key(eps)}", acc, prog_bar=len(self.eps) <= 3)
+
+
+def evaluate_robustness(model: nn.Module, datamodule: pl.LightningDataModule, eps: list[float], steps: int = 20,
+                        rel_step_size: float = 2.5, trainer: pl.Trainer | None = None,
+                        max_batches: int | float = 1.0) -> dict[str, float]:
+    """Accuracy under L2-PGD for each eps on the datamodule's test set, as {eps_key: fraction}."""
+    evaluator = RobustnessEval(model, eps, steps, rel_step_size)
+    trainer = trainer or pl.Trainer(inference_mode=False, logger=False, enable_checkpointing=False,
+                                    limit_test_batches=max_batches, enable_model_summary=False)
+    trainer.test_loop.inference_mode = False  # PGD needs gradients w.r.t. the inputs
+    trainer.test(evaluator, datamodule=datamodule, verbose=False)
+    return {eps_key(e): float(trainer.callback_metrics[f"robust/acc_eps{eps_key(e)}"]) for e in eps}
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    """Markdown table of accuracies (%) with one row per model and one column per eps."""
+    eps = list(next(iter(rows.values())))
+    lines = ["| model | " + " | ".join(f"eps={e}" for e in eps) + " |", "|---|" + "---:|" * len(eps)]
+    lines += [f"| {name} | " + " | ".join(f"{100 * r[e]:.1f}" for e in eps) + " |" for name, r in rows.items()]
+    return "\n".join(lines)

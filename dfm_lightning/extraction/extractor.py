@@ -1,0 +1,140 @@
+"""DfM as ``Trainer.predict``: L2-PGD from substitute images towards virtual logits, written shard by shard.
+
+Each predict "batch" is one whole shard, so a shard is a pure function of (model, config, seed, shard id):
+a rerun skips complete shards and reproduces the rest byte for byte, and under DDP Lightning's
+distributed sampler hands each rank its own shards, which its writer callback saves.
+"""
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import json
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from dfm_lightning.attacks import l2_pgd
+from dfm_lightning.data.extracted import (ExtractedDataset, atomic_write_json, complete_shards, write_manifest,
+                                          write_shard)
+from dfm_lightning.data.substitute import SubstituteDataset
+from dfm_lightning.errors import UserError
+from dfm_lightning.extraction.virtual_logits import VirtualLogits
+from dfm_lightning.modules.classifier import freeze
+
+
+@dataclass
+class ExtractionConfig:
+    """How DfM runs. ``eps`` None = unbounded perturbation; ``steps`` normalised-gradient steps of ``step_size``."""
+
+    substitute: str = "fashion_mnist"
+    num_samples: int = 50000
+    steps: int = 40
+    step_size: float = 0.1
+    eps: float | None = None
+    shard_size: int = 1000
+    num_workers: int = 0
+    virtual_logits: VirtualLogits = field(default_factory=VirtualLogits)
+
+
+def logit_distance(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample ||Z(x) - Z_v||_2 (the quantity DfM minimises)."""
+    return (logits.float() - target).norm(dim=1)
+
+
+class ShardSource(Dataset):
+    """Item k = shard ``pending[k]``: its substitute images, virtual logits and sample indices."""
+
+    def __init__(self, substitute: SubstituteDataset, virtual: VirtualLogits, num_classes: int, shard_size: int,
+                 pending: list[int], seed: int):
+        self.substitute, self.virtual, self.num_classes = substitute, virtual, num_classes
+        self.shard_size, self.pending, self.seed = shard_size, pending, seed
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def __getitem__(self, k: int) -> dict:
+        shard = self.pending[k]
+        idx = range(shard * self.shard_size, min((shard + 1) * self.shard_size, len(self.substitute)))
+        return {"shard": shard, "x_s": self.substitute.images(idx),
+                "z_v": self.virtual.sample(idx, self.seed, self.num_classes)}
+
+
+class Extractor(pl.LightningModule):
+    """Wraps the frozen source model; ``predict_step`` turns one shard of x_s into (x', Z(x'))."""
+
+    def __init__(self, model: nn.Module, steps: int, step_size: float, eps: float | None):
+        super().__init__()
+        self.model = freeze(model)
+        self.steps, self.step_size = steps, step_size
+        self.eps = math.inf if eps is None else eps
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        with torch.enable_grad():
+            x = l2_pgd(self.model, batch["x_s"], batch["z_v"], logit_distance, eps=self.eps, steps=self.steps,
+                       step_size=self.step_size, maximize=False)
+        with torch.no_grad():
+            z = self.model(x).float()
+        return {"shard": int(batch["shard"]), "images": x.float(), "logits": z}
+
+
+class ShardWriter(BasePredictionWriter):
+    """Writes every predicted shard on the rank that computed it."""
+
+    def __init__(self, out_dir: str | Path):
+        super().__init__(write_interval="batch")
+        self.out_dir = Path(out_dir)
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        write_shard(self.out_dir, prediction["shard"], prediction["images"].cpu().numpy(),
+                    prediction["logits"].cpu().numpy())
+
+
+def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, seed: int = 0,
+            source_sha256: str | None = None, root: str | None = None, trainer_kwargs: dict | None = None,
+            input_shape: tuple[int, int] | None = None) -> ExtractedDataset:
+    """Run DfM from ``model`` into ``out_dir`` (resumable) and return the verified dataset.
+
+    ``input_shape`` = (channels, size) of the model's inputs. A directory holding an extraction with a
+    different config or source is refused rather than overwritten.
+    """
+    if config.num_samples <= 0 or config.shard_size <= 0 or config.steps < 0 or config.step_size < 0:
+        raise UserError(f"extraction needs num_samples, shard_size > 0 and steps, step_size >= 0; got {config}")
+    if config.eps is not None and config.eps < 0:
+        raise UserError(f"extraction eps must be >= 0 or null (unbounded), got {config.eps}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"config": {k: v for k, v in asdict(config).items() if k != "num_workers"}, "seed": seed,
+            "source_checkpoint_sha256": source_sha256}
+    cfg_file = out_dir / "config.json"
+    if cfg_file.exists():
+        if json.loads(cfg_file.read_text()) != json.loads(json.dumps(meta)):
+            raise UserError(f"{out_dir} holds an extraction with another config or source model; "
+                            "choose a new output directory (nothing was overwritten)")
+    else:
+        atomic_write_json(cfg_file, meta)
+    if (out_dir / "manifest.json").exists():
+        return ExtractedDataset(out_dir)
+
+    channels, size = input_shape
+    num_classes = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+    substitute = SubstituteDataset(config.substitute, config.num_samples, channels, size, seed=seed, root=root)
+    num_shards = math.ceil(config.num_samples / config.shard_size)
+    pending = sorted(set(range(num_shards)) - complete_shards(out_dir))
+    if pending:
+        source = ShardSource(substitute, config.virtual_logits, num_classes, config.shard_size, pending, seed)
+        loader = DataLoader(source, batch_size=None, num_workers=config.num_workers)
+        kwargs = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, **(trainer_kwargs or {})}
+        trainer = pl.Trainer(inference_mode=False, callbacks=[ShardWriter(out_dir)], **kwargs)
+        start = time.time()
+        trainer.predict(Extractor(model, config.steps, config.step_size, config.eps), loader, return_predictions=False)
+        trainer.strategy.barrier()
+        meta["extract_seconds"] = time.time() - start
+        if trainer.is_global_zero:
+            write_manifest(out_dir, num_shards, meta)
+        trainer.strategy.barrier()
+    else:
+        write_manifest(out_dir, num_shards, meta)
+    return ExtractedDataset(out_dir)

@@ -1,0 +1,30 @@
+"""The paper's virtual logits Z_v: the targets DfM steers the model's logits towards."""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class VirtualLogits:
+    """Per sample: one random class gets N(top_mean, top_std); the other K-1 get means equally spaced in
+    [rest_low, rest_high] (in random order) with spread rest_std. Sample i is a pure function of (seed, i)."""
+
+    top_mean: float = 20.0
+    top_std: float = 2.0
+    rest_low: float = -3.0
+    rest_high: float = 3.0
+    rest_std: float = 1.0
+
+    def sample_one(self, seed: int, index: int, num_classes: int) -> np.ndarray:
+        rng = np.random.default_rng([seed, index, 1])
+        order = rng.permutation(num_classes)
+        mean, std = np.empty(num_classes), np.empty(num_classes)
+        mean[order[0]], std[order[0]] = self.top_mean, self.top_std
+        mean[order[1:]] = np.linspace(self.rest_high, self.rest_low, num_classes - 1)
+        std[order[1:]] = self.rest_std
+        return mean + std * rng.standard_normal(num_classes)
+
+    def sample(self, indices: list[int] | range, seed: int, num_classes: int) -> torch.Tensor:
+        """Virtual logits (len(indices), num_classes) as float32."""
+        return torch.from_numpy(np.stack([self.sample_one(seed, int(i), num_classes) for i in indices])).float()

@@ -1,0 +1,41 @@
+"""W&B logging that never prompts, hangs or crashes: without an API key (or network) it goes offline and says so."""
+import os
+import socket
+import sys
+
+from pytorch_lightning.loggers import WandbLogger as _WandbLogger
+
+
+def resolve_wandb_mode(mode: str | None = None) -> str:
+    """'online' only when asked (or WANDB_MODE allows it), an API key exists and api.wandb.ai answers; else 'offline'."""
+    mode = mode or os.environ.get("WANDB_MODE") or "online"
+    if mode in ("offline", "disabled", "dryrun"):
+        return "offline" if mode == "dryrun" else mode
+    has_key = bool(os.environ.get("WANDB_API_KEY"))
+    if not has_key:
+        try:
+            import netrc
+
+            has_key = netrc.netrc().authenticators("api.wandb.ai") is not None
+        except (OSError, netrc.NetrcParseError):
+            has_key = False
+    if has_key:
+        try:
+            socket.create_connection(("api.wandb.ai", 443), timeout=3).close()
+            return "online"
+        except OSError:
+            pass
+    return "offline"
+
+
+class WandbLogger(_WandbLogger):
+    """Lightning's WandbLogger with the offline fallback (``mode``: online, offline or disabled)."""
+
+    def __init__(self, project: str = "dfm_lightning", name: str | None = None, group: str | None = None,
+                 save_dir: str = "runs", mode: str | None = None, **kwargs):
+        mode = resolve_wandb_mode(mode)
+        if mode == "offline" and os.environ.get("WANDB_MODE") not in ("offline", "dryrun"):
+            print(f"W&B: no API key or no network; logging offline to {save_dir}/wandb "
+                  f"(upload later with `wandb sync {save_dir}/wandb/offline-run-*`)", file=sys.stderr)
+        os.makedirs(save_dir, exist_ok=True)
+        super().__init__(project=project, name=name, group=group, save_dir=save_dir, mode=mode, **kwargs)

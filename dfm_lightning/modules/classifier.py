@@ -1,0 +1,115 @@
+"""M0: a registry model trained with cross-entropy, optionally with L2-PGD adversarial training (Madry et al.)."""
+import inspect
+import math
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from dfm_lightning.attacks import l2_pgd
+from dfm_lightning.errors import UserError
+from dfm_lightning.models import create_model
+
+
+def cross_entropy_per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+class Classifier(pl.LightningModule):
+    """Trains ``create_model(arch)`` on labelled images; ``adv_eps`` > 0 trains on L2-PGD examples instead.
+
+    Hyper-parameters are plain values, so checkpoints load with ``torch.load(..., weights_only=True)``.
+    ``scheduler``: ``cosine`` (per step, to zero) or ``none``.
+    """
+
+    def __init__(self, arch: str = "lenet", in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
+                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
+                 scheduler: str = "cosine", adv_eps: float = 0.0, adv_steps: int = 10, adv_step_size: float | None = None):
+        super().__init__()
+        if adv_eps < 0 or adv_steps < 0:
+            raise UserError(f"adv_eps and adv_steps must be >= 0, got adv_eps={adv_eps}, adv_steps={adv_steps}")
+        if optimizer not in ("adam", "sgd") or scheduler not in ("cosine", "none"):
+            raise UserError(f"optimizer must be adam|sgd and scheduler cosine|none, got {optimizer!r}, {scheduler!r}")
+        self.save_hyperparameters()
+        self.model = create_model(arch, in_channels=in_channels, num_classes=num_classes, input_size=input_size)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def adversarial(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """L2-PGD examples against the current weights, generated in eval mode (batch-norm stats untouched)."""
+        hp = self.hparams
+        step = hp.adv_step_size if hp.adv_step_size is not None else 2.5 * hp.adv_eps / max(hp.adv_steps, 1)
+        was_training = self.model.training
+        self.model.eval()
+        x = l2_pgd(self.model, x, y, cross_entropy_per_sample, eps=hp.adv_eps, steps=hp.adv_steps, step_size=step)
+        self.model.train(was_training)
+        return x
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        if self.hparams.adv_eps > 0:
+            x = self.adversarial(x, y)
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        self.val_acc(self.model(x), y)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        self.test_acc(self.model(x), y)
+        self.log("test/acc", self.test_acc, prog_bar=True)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        if hp.optimizer == "adam":
+            opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=True)
+        if hp.scheduler == "none":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def load_classifier(path: str | Path) -> Classifier:
+    """Load a Classifier or Distiller checkpoint with ``weights_only=True``; a bad path is a one-line error."""
+    from dfm_lightning.modules.distill import Distiller
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found; pass the path of a .ckpt written by `dfm fit` or `dfm chain`")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        hp = dict(ckpt["hyper_parameters"])
+        cls = Distiller if hp.get("distill", False) else Classifier
+        accepted = inspect.signature(cls.__init__).parameters
+        module = cls(**{k: v for k, v in hp.items() if k in accepted})
+        module.load_state_dict(ckpt["state_dict"])
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"checkpoint {path} could not be loaded ({type(e).__name__}: {e}); is it a dfm checkpoint?") from None
+    return module.eval()
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no weight gradients: how a previous generation is used by DfM and evaluation."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

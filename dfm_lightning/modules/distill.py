@@ -1,0 +1,36 @@
+"""DtM from extracted data: a fresh model trained to reproduce the stored logits (L2 logit distillation)."""
+import torch
+
+from dfm_lightning.modules.classifier import Classifier
+
+
+def logit_l2(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the squared L2 distance between logit vectors: mean_i ||z_i - t_i||_2^2."""
+    return (logits - target).square().sum(dim=1).mean()
+
+
+class Distiller(Classifier):
+    """Same model, optimiser and schedule options as :class:`Classifier`; the loss is :func:`logit_l2`.
+
+    Validation uses a held-out part of the extracted data (``val/distill_loss``, ``val/agreement`` = argmax
+    match with the stored logits); ``test/acc`` is accuracy on the origin test set, never used for selection.
+    """
+
+    def __init__(self, arch: str = "lenet", in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
+                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
+                 scheduler: str = "cosine", distill: bool = True):
+        super().__init__(arch, in_channels, num_classes, input_size, optimizer, lr, weight_decay, momentum, scheduler)
+        self.save_hyperparameters()
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, z = batch
+        loss = logit_l2(self.model(x), z)
+        self.log("train/distill_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, z = batch
+        logits = self.model(x)
+        self.log("val/distill_loss", logit_l2(logits, z), prog_bar=True)
+        self.val_acc(logits, z.argmax(1))
+        self.log("val/agreement", self.val_acc, prog_bar=True)
