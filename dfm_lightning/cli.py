@@ -62,7 +62,8 @@ class DFMCLI(LightningCLI):
 
 
 def _lightning(argv: list[str]) -> None:
-    DFMCLI(Classifier, OriginDataModule, trainer_class=DFMTrainer, args=argv, seed_everything_default=0,
+    args = None if argv == sys.argv[1:] else argv  # LightningCLI reads sys.argv itself when run as `dfm`
+    DFMCLI(Classifier, OriginDataModule, trainer_class=DFMTrainer, args=args, seed_everything_default=0,
            trainer_defaults={"logger": lazy_instance(WandbLogger)}, save_config_kwargs={"overwrite": True},
            parser_kwargs={"prog": "dfm"})
 

@@ -127,7 +127,8 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
         source = ShardSource(substitute, config.virtual_logits, num_classes, config.shard_size, pending, seed)
         loader = DataLoader(source, batch_size=None, num_workers=config.num_workers)
         kwargs = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, **(trainer_kwargs or {})}
-        trainer = pl.Trainer(inference_mode=False, callbacks=[ShardWriter(out_dir)], **kwargs)
+        callbacks = [ShardWriter(out_dir), *kwargs.pop("callbacks", [])]
+        trainer = pl.Trainer(inference_mode=False, callbacks=callbacks, **kwargs)
         start = time.time()
         trainer.predict(Extractor(model, config.steps, config.step_size, config.eps), loader, return_predictions=False)
         trainer.strategy.barrier()

@@ -1,5 +1,4 @@
 """M0: a registry model trained with cross-entropy, optionally with L2-PGD adversarial training (Madry et al.)."""
-import inspect
 import math
 from pathlib import Path
 
@@ -18,22 +17,19 @@ def cross_entropy_per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits, y, reduction="none")
 
 
-class Classifier(pl.LightningModule):
-    """Trains ``create_model(arch)`` on labelled images; ``adv_eps`` > 0 trains on L2-PGD examples instead.
+class ImageModel(pl.LightningModule):
+    """What M0 and DtM share: a fresh registry model, accuracy metrics, evaluation steps and the optimiser.
 
-    Hyper-parameters are plain values, so checkpoints load with ``torch.load(..., weights_only=True)``.
-    ``scheduler``: ``cosine`` (per step, to zero) or ``none``.
+    ``scheduler``: ``cosine`` (per step, to zero) or ``none``. Subclasses save their own plain
+    hyper-parameters, so checkpoints load with ``torch.load(..., weights_only=True)``.
     """
 
-    def __init__(self, arch: str = "lenet", in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
-                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
-                 scheduler: str = "cosine", adv_eps: float = 0.0, adv_steps: int = 10, adv_step_size: float | None = None):
+    def __init__(self, arch: str, in_channels: int, num_classes: int, input_size: int, optimizer: str, lr: float,
+                 weight_decay: float, momentum: float, scheduler: str):
         super().__init__()
-        if adv_eps < 0 or adv_steps < 0:
-            raise UserError(f"adv_eps and adv_steps must be >= 0, got adv_eps={adv_eps}, adv_steps={adv_steps}")
         if optimizer not in ("adam", "sgd") or scheduler not in ("cosine", "none"):
             raise UserError(f"optimizer must be adam|sgd and scheduler cosine|none, got {optimizer!r}, {scheduler!r}")
-        self.save_hyperparameters()
+        self.opt = dict(optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, scheduler=scheduler)
         self.model = create_model(arch, in_channels=in_channels, num_classes=num_classes, input_size=input_size)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -41,6 +37,42 @@ class Classifier(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        self.val_acc(self.model(x), y)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        self.test_acc(self.model(x), y)
+        self.log("test/acc", self.test_acc, prog_bar=True)
+
+    def configure_optimizers(self):
+        o = self.opt
+        if o["optimizer"] == "adam":
+            opt = torch.optim.Adam(self.parameters(), lr=o["lr"], weight_decay=o["weight_decay"])
+        else:
+            opt = torch.optim.SGD(self.parameters(), lr=o["lr"], momentum=o["momentum"],
+                                  weight_decay=o["weight_decay"], nesterov=True)
+        if o["scheduler"] == "none":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class Classifier(ImageModel):
+    """M0: trains ``create_model(arch)`` with cross-entropy on labelled images; ``adv_eps`` > 0 trains on
+    L2-PGD examples instead (Madry et al.; ``adv_step_size`` None = 2.5 * adv_eps / adv_steps)."""
+
+    def __init__(self, arch: str = "lenet", in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
+                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
+                 scheduler: str = "cosine", adv_eps: float = 0.0, adv_steps: int = 10, adv_step_size: float | None = None):
+        super().__init__(arch, in_channels, num_classes, input_size, optimizer, lr, weight_decay, momentum, scheduler)
+        if adv_eps < 0 or adv_steps < 0:
+            raise UserError(f"adv_eps and adv_steps must be >= 0, got adv_eps={adv_eps}, adv_steps={adv_steps}")
+        self.save_hyperparameters()
 
     def adversarial(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """L2-PGD examples against the current weights, generated in eval mode (batch-norm stats untouched)."""
@@ -63,30 +95,8 @@ class Classifier(pl.LightningModule):
         self.log("train/acc", self.train_acc, prog_bar=True)
         return loss
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
-        self.val_acc(self.model(x), y)
-        self.log("val/acc", self.val_acc, prog_bar=True)
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
-        self.test_acc(self.model(x), y)
-        self.log("test/acc", self.test_acc, prog_bar=True)
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        if hp.optimizer == "adam":
-            opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=True)
-        if hp.scheduler == "none":
-            return opt
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def load_classifier(path: str | Path) -> Classifier:
+def load_classifier(path: str | Path) -> ImageModel:
     """Load a Classifier or Distiller checkpoint with ``weights_only=True``; a bad path is a one-line error."""
     from dfm_lightning.modules.distill import Distiller
 
@@ -95,10 +105,9 @@ def load_classifier(path: str | Path) -> Classifier:
         raise UserError(f"checkpoint {path} not found; pass the path of a .ckpt written by `dfm fit` or `dfm chain`")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        hp = dict(ckpt["hyper_parameters"])
+        hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI adds _instantiator
         cls = Distiller if hp.get("distill", False) else Classifier
-        accepted = inspect.signature(cls.__init__).parameters
-        module = cls(**{k: v for k, v in hp.items() if k in accepted})
+        module = cls(**hp)
         module.load_state_dict(ckpt["state_dict"])
     except UserError:
         raise

@@ -1,7 +1,7 @@
 """DtM from extracted data: a fresh model trained to reproduce the stored logits (L2 logit distillation)."""
 import torch
 
-from dfm_lightning.modules.classifier import Classifier
+from dfm_lightning.modules.classifier import ImageModel
 
 
 def logit_l2(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -9,8 +9,8 @@ def logit_l2(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (logits - target).square().sum(dim=1).mean()
 
 
-class Distiller(Classifier):
-    """Same model, optimiser and schedule options as :class:`Classifier`; the loss is :func:`logit_l2`.
+class Distiller(ImageModel):
+    """A fresh registry model trained to reproduce stored logits; the loss is :func:`logit_l2`.
 
     Validation uses a held-out part of the extracted data (``val/distill_loss``, ``val/agreement`` = argmax
     match with the stored logits); ``test/acc`` is accuracy on the origin test set, never used for selection.

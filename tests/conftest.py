@@ -1,0 +1,46 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ["WANDB_SILENT"] = "true"
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def mnist_root() -> str | None:
+    """The offline dataset folder (DFM_DATA_DIR, else ../shared/datasets) when it holds MNIST."""
+    for root in (os.environ.get("DFM_DATA_DIR"), REPO.parent / "shared" / "datasets"):
+        if root and (Path(root) / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists():
+            return str(root)
+    return None
+
+
+def run_dfm(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the dfm CLI in a subprocess (what a user types), capturing output."""
+    full_env = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "dfm_lightning.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+
+
+TINY_CHAIN = [
+    "--generations", "2", "--data.name", "digits", "--data.batch_size", "64",
+    "--m0.max_epochs", "8", "--m0.lr", "0.003",
+    "--extraction.substitute", "sample_photos", "--extraction.num_samples", "1500", "--extraction.steps", "20",
+    "--extraction.step_size", "0.15", "--extraction.shard_size", "500",
+    "--distill.max_epochs", "6", "--distill.lr", "0.003", "--distill.batch_size", "64", "--distill.val_size", "200",
+    "--robustness.eps", "[0, 1]", "--robustness.steps", "5", "--robustness.max_batches", "2",
+    "--trainer", "{accelerator: cpu, devices: 1, enable_progress_bar: false}",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_chain(tmp_path_factory) -> Path:
+    """One tiny digits chain, run once through the CLI and shared by the tests that inspect its outputs."""
+    cwd = tmp_path_factory.mktemp("chain")
+    proc = run_dfm("chain", "--run_dir", "run", *TINY_CHAIN, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd / "run"

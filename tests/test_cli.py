@@ -1,0 +1,141 @@
+"""The dfm command as a user runs it: subprocesses, real config files, one-line errors."""
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import CONFIGS, TINY_CHAIN, run_dfm
+from wandb_records import logged
+
+LIGHTNING_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml") if "chain" not in p.name and p.name != "quickstart.yaml")
+CHAIN_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name not in LIGHTNING_CONFIGS)
+
+
+def assert_one_line_error(proc, *needles: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    for needle in needles:
+        assert needle in last, last
+
+
+def test_top_level_help(tmp_path):
+    proc = run_dfm("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for sub in ("fit", "validate", "test", "robustness", "extract", "chain"):
+        assert f"  {sub}" in proc.stdout
+
+
+@pytest.mark.parametrize("sub", ["fit", "validate", "test", "robustness", "extract", "chain"])
+def test_subcommand_help(tmp_path, sub):
+    proc = run_dfm(sub, "--help", cwd=tmp_path)
+    assert proc.returncode == 0 and "--config" in proc.stdout and "--print_config" in proc.stdout
+
+
+@pytest.mark.parametrize("name", LIGHTNING_CONFIGS)
+def test_lightning_configs_print(tmp_path, name):
+    proc = run_dfm("fit", "--config", str(CONFIGS / name), "--print_config", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "arch:" in proc.stdout and "name:" in proc.stdout
+
+
+@pytest.mark.parametrize("name", CHAIN_CONFIGS)
+def test_chain_configs_print(tmp_path, name):
+    proc = run_dfm("chain", "--config", str(CONFIGS / name), "--print_config", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "extraction:" in proc.stdout and "num_samples:" in proc.stdout
+
+
+def test_fit_then_robustness(tmp_path):
+    proc = run_dfm("fit", "--config", str(CONFIGS / "digits_lenet.yaml"), "--trainer.max_epochs", "2",
+                   "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = next(tmp_path.rglob("*.ckpt"))
+    proc = run_dfm("robustness", "--config", str(CONFIGS / "digits_lenet.yaml"), "--ckpt_path", str(ckpt),
+                   "--eps", "[0, 1]", "--steps", "3", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header, _, row = proc.stdout.strip().splitlines()[-3:]
+    assert "eps=0" in header and "eps=1" in header
+    clean, eps1 = (float(v) for v in row.strip("| ").split("|")[1:])
+    assert 30 < clean <= 100 and eps1 <= clean
+    proc = run_dfm("robustness", "--config", str(CONFIGS / "digits_lenet.yaml"), "--ckpt_path", str(ckpt),
+                   "--eps", "[-1]", cwd=tmp_path)
+    assert_one_line_error(proc, "eps", ">= 0")
+
+
+def test_missing_dataset(tmp_path):
+    proc = run_dfm("fit", "--config", str(CONFIGS / "mnist_lenet.yaml"), "--data.root", str(tmp_path / "nowhere"),
+                   "--data.download", "false", "--trainer.max_epochs", "1", cwd=tmp_path)
+    assert_one_line_error(proc, "not found", str(tmp_path / "nowhere"))
+
+
+def test_unknown_architecture(tmp_path):
+    proc = run_dfm("fit", "--config", str(CONFIGS / "digits_lenet.yaml"), "--model.arch", "alexnet", cwd=tmp_path)
+    assert_one_line_error(proc, "alexnet", "lenet", "resnet18")
+
+
+def test_missing_checkpoint(tmp_path):
+    proc = run_dfm("extract", "--ckpt_path", "nope.ckpt", "--out_dir", "d", cwd=tmp_path)
+    assert_one_line_error(proc, "nope.ckpt", "not found")
+
+
+def test_chain_results_schema_figures_and_wandb(tiny_chain):
+    results = json.loads((tiny_chain / "results.json").read_text())
+    gens = results["generations"]
+    assert [g["generation"] for g in gens] == [0, 1, 2]
+    for g in gens:
+        assert set(g) == {"generation", "test_accuracy", "robust_accuracy", "num_train_samples", "train_seconds",
+                          "extract_seconds"}
+        assert set(g["robust_accuracy"]) == {"0", "1"} and 0 <= g["test_accuracy"] <= 1
+    assert gens[0]["test_accuracy"] > 0.85 and gens[1]["test_accuracy"] > 0.5  # chance is 0.1
+    assert gens[0]["num_train_samples"] == 1437 and gens[1]["num_train_samples"] == 1300
+    assert gens[0]["extract_seconds"] == 0 and gens[1]["extract_seconds"] > 0
+    assert results["config"]["extraction"]["num_samples"] == 1500
+    assert "| M2 |" in (tiny_chain / "results.md").read_text()
+    for png in ("accuracy.png", "gen1/extracted.png", "gen2/extracted.png"):
+        assert (tiny_chain / png).read_bytes()[:4] == b"\x89PNG"
+    runs = sorted((tiny_chain / "wandb").glob("offline-run-*"))
+    assert len(runs) == 3  # one W&B run per generation, grouped by chain
+    for run, g in zip(runs, gens):
+        history, info = logged(run)
+        assert info["group"] == "run" and info["job_type"] == f"gen{g['generation']}"
+        assert history["chain/test_acc"] == pytest.approx(g["test_accuracy"], abs=1e-6)
+        assert history["chain/robust_acc_eps1"] == pytest.approx(g["robust_accuracy"]["1"], abs=1e-6)
+
+
+def test_chain_rerun_continues_without_recomputing(tiny_chain):
+    stamps = {p: p.stat().st_mtime_ns for p in tiny_chain.rglob("*") if p.is_file() and "wandb" not in p.parts}
+    proc = run_dfm("chain", "--run_dir", str(tiny_chain), *TINY_CHAIN, cwd=tiny_chain.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for p in ("gen0/model.ckpt", "gen1/eval.json", "gen2/data/manifest.json", "gen2/model.ckpt"):
+        assert (tiny_chain / p).stat().st_mtime_ns == stamps[tiny_chain / p]
+
+
+def test_chain_resumes_after_losing_a_step(tiny_chain, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_chain, run)
+    (run / "gen2" / "eval.json").unlink()
+    (run / "gen2" / "model.ckpt").unlink()
+    data_stamp = (run / "gen2" / "data" / "manifest.json").stat().st_mtime_ns
+    proc = run_dfm("chain", "--run_dir", str(run), *TINY_CHAIN, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (run / "gen2" / "data" / "manifest.json").stat().st_mtime_ns == data_stamp  # extraction not redone
+    assert json.loads((run / "results.json").read_text())["generations"][2]["generation"] == 2
+
+
+def test_chain_with_other_settings_is_refused(tiny_chain):
+    args = [a if a != "1500" else "1600" for a in TINY_CHAIN]
+    proc = run_dfm("chain", "--run_dir", str(tiny_chain), *args, cwd=tiny_chain.parent)
+    assert_one_line_error(proc, "extraction", "new --run_dir")
+
+
+def test_extract_command(tiny_chain, tmp_path):
+    proc = run_dfm("extract", "--ckpt_path", str(tiny_chain / "gen0" / "model.ckpt"), "--out_dir", "d",
+                   "--extraction.substitute", "noise", "--extraction.num_samples", "120", "--extraction.shard_size", "50",
+                   "--extraction.steps", "5", "--trainer", "{accelerator: cpu, enable_progress_bar: false}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["num_samples"] == 120 and len(manifest["shards"]) == 3
+    assert len(manifest["source_checkpoint_sha256"]) == 64
