@@ -67,14 +67,16 @@ class M0Config:
 
 @dataclass
 class DistillConfig:
-    """DtM on extracted data. ``arch`` None = the M0 architecture (set it for cross-architecture chains)."""
+    """DtM on extracted data. ``arch`` None = the M0 architecture (set it for cross-architecture chains).
+    Constant learning rate by default: logit regression under-fits at these budgets, and a cosine decay
+    lost 1.2 points of held-out accuracy in docs/RESULTS.md's comparison."""
 
     arch: str | None = None
     max_epochs: int = 10
     optimizer: str = "adam"
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.0
-    scheduler: str = "cosine"
+    scheduler: str = "none"
     batch_size: int = 128
     val_size: int = 1000
     augment: bool = False
@@ -203,9 +205,8 @@ class ChainRunner:
             epochs = c.max_epochs
         ckpt_dir = gen_dir / "checkpoints"
         last = ckpt_dir / "last.ckpt"
-        trainer = pl.Trainer(max_epochs=epochs, default_root_dir=str(gen_dir), logger=logger or False,
-                             callbacks=[ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0)],
-                             enable_model_summary=False, **self.trainer_kwargs)
+        trainer = self._trainer(max_epochs=epochs, default_root_dir=str(gen_dir), logger=logger or False,
+                                callbacks=[ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0)])
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
         tmp = gen_dir / ".model.ckpt.tmp"
         trainer.save_checkpoint(str(tmp), weights_only=True)
@@ -214,6 +215,10 @@ class ChainRunner:
             os.replace(tmp, gen_dir / "model.ckpt")
         trainer.strategy.barrier()
         return len(dm.train_set)
+
+    def _trainer(self, **forced) -> pl.Trainer:
+        """A fresh Trainer: the chain's ``trainer`` settings, with what this step needs on top."""
+        return pl.Trainer(**{"enable_model_summary": False, **self.trainer_kwargs, **forced})
 
     def _num_train(self, g: int) -> int:
         if g == 0:
@@ -230,12 +235,11 @@ class ChainRunner:
 
     def _evaluate(self, module: Classifier, g: int, logger) -> dict:
         dm = self._origin()
-        kwargs = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, **self.trainer_kwargs}
-        trainer = pl.Trainer(**kwargs)
+        trainer = self._trainer(logger=False, enable_checkpointing=False)
         test_acc = float(trainer.test(module, datamodule=dm, verbose=False)[0]["test/acc"])
         r = self.robustness
-        robust = evaluate_robustness(module.model, dm, r.eps, r.steps, r.rel_step_size,
-                                     trainer=pl.Trainer(inference_mode=False, limit_test_batches=r.max_batches, **kwargs))
+        trainer = self._trainer(logger=False, enable_checkpointing=False, limit_test_batches=r.max_batches)
+        robust = evaluate_robustness(module.model, dm, r.eps, r.steps, r.rel_step_size, trainer=trainer)
         row = {"generation": g, "test_accuracy": round(test_acc, 6),
                "robust_accuracy": {k: round(v, 6) for k, v in robust.items()}}
         print(f"[chain] M{g}: test accuracy {100 * test_acc:.2f}% | " +

@@ -105,7 +105,24 @@ def _extract(argv: list[str]) -> None:
     extract_command(**{k: cfg[k] for k in ("ckpt_path", "out_dir", "extraction", "seed", "root", "trainer")})
 
 
-COMMANDS = {"extract": _extract, "chain": _chain}
+def crosseval_command(datasets: list[str], checkpoints: list[str], out_dir: str, num_samples: int = 10000,
+                      trainer: dict | None = None) -> None:
+    """Accuracy of every checkpoint on every extracted dataset, labels = argmax of the stored logits (Table 4)."""
+    from dfm_lightning.evaluation.crosseval import crosseval, write_crosseval
+
+    result = crosseval(datasets, checkpoints, num_samples, trainer_kwargs=trainer)
+    write_crosseval(result, out_dir)
+    print((Path(out_dir) / "crosseval.md").read_text())
+
+
+def _crosseval(argv: list[str]) -> None:
+    parser = _parser("crosseval", crosseval_command.__doc__)
+    parser.add_function_arguments(crosseval_command)
+    cfg = parser.parse_args(argv)
+    crosseval_command(**{k: cfg[k] for k in ("datasets", "checkpoints", "out_dir", "num_samples", "trainer")})
+
+
+COMMANDS = {"extract": _extract, "chain": _chain, "crosseval": _crosseval}
 
 
 def main(argv: list[str] | None = None) -> None:

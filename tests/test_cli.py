@@ -139,3 +139,18 @@ def test_extract_command(tiny_chain, tmp_path):
     manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert manifest["num_samples"] == 120 and len(manifest["shards"]) == 3
     assert len(manifest["source_checkpoint_sha256"]) == 64
+
+
+def test_crosseval(tiny_chain, tmp_path):
+    ckpts = [str(tiny_chain / f"gen{g}" / "model.ckpt") for g in range(3)]
+    data = [str(tiny_chain / f"gen{g}" / "data") for g in (1, 2)]
+    proc = run_dfm("crosseval", "--datasets", json.dumps(data), "--checkpoints", json.dumps(ckpts), "--out_dir", "x",
+                   "--num_samples", "300", "--trainer", "{accelerator: cpu}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "x" / "crosseval.json").read_text())
+    acc = result["accuracy"]
+    assert len(acc) == 3 and all(len(row) == 2 for row in acc)
+    assert result["source"] == [0, 1]  # D1 came from M0, D2 from M1
+    assert acc[0][0] == 1.0 and acc[1][1] == 1.0  # a model agrees with its own extracted data by construction
+    assert acc[2][0] < 1.0 or acc[2][1] < 1.0
+    assert "100.0*" in (tmp_path / "x" / "crosseval.md").read_text()

@@ -59,17 +59,19 @@ class SubstituteDataset(Dataset):
     """``num_samples`` substitute images of shape (channels, size, size) in [0, 1]; image i is a pure function of (seed, i).
 
     The first ``len(pool)`` indices are the pool's own images (in a seeded order) when they already have the
-    target size; all others are random crops (scale ``min_crop``..1 of the shorter side) with random flips.
+    target size; all others are random crops (side ``min_crop``..1 of the shorter side) with random flips.
+    ``min_crop`` None: 0.7 for pools already at the target size (mild zooms), 0.15 for larger photos.
     """
 
     def __init__(self, source: str, num_samples: int, channels: int, size: int, seed: int = 0,
-                 root: str | None = None, min_crop: float = 0.2):
+                 root: str | None = None, min_crop: float | None = None):
         self.source, self.num_samples, self.channels, self.size = source, num_samples, channels, size
-        self.seed, self.min_crop = seed, min_crop
+        self.seed = seed
         self.pool = load_pool(source, root)
         n = 0 if self.pool is None else len(self.pool)
         self.order = np.random.default_rng(seed).permutation(n)
         self.exact = self.pool is not None and tuple(self.pool.shape[2:]) == (size, size)
+        self.min_crop = min_crop if min_crop is not None else (0.7 if self.exact else 0.15)
 
     def __len__(self) -> int:
         return self.num_samples

@@ -1,0 +1,51 @@
+"""The paper's Table 4: accuracy of every model on every extracted dataset, where a sample's label is the
+argmax of its stored logits. The model a dataset was extracted from should score 100% (checked by sha256)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from dfm_lightning.data.extracted import ExtractedDataset, atomic_write_bytes, atomic_write_json, sha256_file
+from dfm_lightning.data.origin import ImageDataset, keep_batch
+from dfm_lightning.modules.classifier import load_classifier
+
+
+def labelled_by_logits(path: str | Path, num_samples: int) -> ImageDataset:
+    """The first ``num_samples`` images of an extracted dataset, labelled by the argmax of their stored logits."""
+    ds = ExtractedDataset(path)
+    x, z = ds.__getitems__(list(range(min(num_samples, len(ds)))))
+    return ImageDataset(x, z.argmax(1))
+
+
+def crosseval(datasets: list[str], checkpoints: list[str], num_samples: int = 10000, batch_size: int = 512,
+              trainer_kwargs: dict | None = None) -> dict:
+    """Accuracy matrix (rows: checkpoints, columns: datasets) plus, per dataset, which checkpoint produced it."""
+    sources = [json.loads((Path(d) / "manifest.json").read_text()).get("source_checkpoint_sha256") for d in datasets]
+    hashes = [sha256_file(c) for c in checkpoints]
+    loaders = [DataLoader(labelled_by_logits(d, num_samples), batch_size=batch_size, collate_fn=keep_batch)
+               for d in datasets]
+    matrix = []
+    for ckpt in checkpoints:
+        module = load_classifier(ckpt)
+        trainer = pl.Trainer(**{"logger": False, "enable_model_summary": False, "enable_progress_bar": False,
+                                **(trainer_kwargs or {})})
+        matrix.append([float(trainer.test(module, dataloaders=loader, verbose=False)[0]["test/acc"]) for loader in loaders])
+    return {"datasets": [str(d) for d in datasets], "checkpoints": [str(c) for c in checkpoints],
+            "num_samples": num_samples, "accuracy": matrix,
+            "source": [hashes.index(s) if s in hashes else None for s in sources]}
+
+
+def write_crosseval(result: dict, out_dir: str | Path) -> None:
+    """``crosseval.json`` and ``crosseval.md`` (Table 4's layout; * marks the model a dataset came from)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "crosseval.json", result)
+    names = [Path(d).name if Path(d).name != "data" else Path(d).parent.name for d in result["datasets"]]
+    lines = ["| model \\ data | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for i, (ckpt, row) in enumerate(zip(result["checkpoints"], result["accuracy"])):
+        cells = [f"{100 * a:.1f}{'*' if result['source'][j] == i else ''}" for j, a in enumerate(row)]
+        lines.append(f"| {ckpt} | " + " | ".join(cells) + " |")
+    atomic_write_bytes(out_dir / "crosseval.md", ("\n".join(lines) + "\n\n* = the model the data was extracted from\n").encode())
