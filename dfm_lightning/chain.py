@@ -24,6 +24,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
 
 from dfm_lightning.data.extracted import ExtractedDataset, atomic_write_bytes, atomic_write_json, sha256_file
 from dfm_lightning.data.extracted import ExtractedDataModule
@@ -106,6 +107,13 @@ class WandbConfig:
 _RUNTIME_KEYS = {"generations", "trainer", "wandb", "run_dir"}
 
 
+def _science(config: dict) -> dict:
+    """The settings that decide what a chain computes (not where or how fast: devices, workers, logging)."""
+    drop = {"num_workers", "root", "download"}
+    return {k: ({kk: vv for kk, vv in v.items() if kk not in drop} if isinstance(v, dict) else v)
+            for k, v in config.items() if k not in _RUNTIME_KEYS}
+
+
 class ChainRunner:
     """Runs the DtM/DfM chain for ``generations`` generations after M0 into ``run_dir``."""
 
@@ -131,9 +139,9 @@ class ChainRunner:
     def _check_config(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "chain_config.json"
-        science = {k: v for k, v in json.loads(json.dumps(self.config())).items() if k not in _RUNTIME_KEYS}
+        science = _science(json.loads(json.dumps(self.config())))
         if path.exists():
-            old = {k: v for k, v in json.loads(path.read_text()).items() if k not in _RUNTIME_KEYS}
+            old = _science(json.loads(path.read_text()))
             if old != science:
                 changed = sorted(k for k in science if science.get(k) != old.get(k))
                 raise UserError(f"{self.run_dir} holds a chain with other settings ({', '.join(changed)}); "
@@ -242,10 +250,11 @@ class ChainRunner:
         robust = evaluate_robustness(module.model, dm, r.eps, r.steps, r.rel_step_size, trainer=trainer)
         row = {"generation": g, "test_accuracy": round(test_acc, 6),
                "robust_accuracy": {k: round(v, 6) for k, v in robust.items()}}
-        print(f"[chain] M{g}: test accuracy {100 * test_acc:.2f}% | " +
-              " ".join(f"eps={k}: {100 * v:.1f}%" for k, v in robust.items()), flush=True)
+        rank_zero_only(print)(f"[chain] M{g}: test accuracy {100 * test_acc:.2f}% | " +
+                              " ".join(f"eps={k}: {100 * v:.1f}%" for k, v in robust.items()), flush=True)
         return row
 
+    @rank_zero_only
     def _figure(self, dataset: ExtractedDataset, g: int, path: Path, logger) -> None:
         if path.exists():
             return
@@ -282,9 +291,8 @@ class ChainRunner:
     def _results(self, rows: list[dict]) -> dict:
         return {"generations": rows, "config": self.config()}
 
+    @rank_zero_only
     def _write_results(self, rows: list[dict]) -> None:
-        if int(os.environ.get("LOCAL_RANK", 0)) != 0 or int(os.environ.get("NODE_RANK", 0)) != 0:
-            return
         atomic_write_json(self.run_dir / "results.json", self._results(rows))
         atomic_write_bytes(self.run_dir / "results.md", results_markdown(rows, self.run_dir.name).encode())
         save_accuracy_plot(rows, self.run_dir / "accuracy.png", title=self.run_dir.name)

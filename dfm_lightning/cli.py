@@ -9,6 +9,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from jsonargparse import ActionConfigFile, ArgumentParser, lazy_instance
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.utilities import rank_zero_only
 
 from dfm_lightning.chain import ChainRunner
 from dfm_lightning.data.origin import DATASET_SPECS, OriginDataModule
@@ -17,6 +18,8 @@ from dfm_lightning.evaluation.robustness import evaluate_robustness, format_tabl
 from dfm_lightning.extraction.extractor import ExtractionConfig, extract
 from dfm_lightning.logging import WandbLogger
 from dfm_lightning.modules import Classifier, load_classifier
+
+rank_zero_info = rank_zero_only(print)
 
 USAGE = """usage: dfm {fit,validate,test,robustness,extract,chain,crosseval} [--help] [--config FILE.yaml] ...
 
@@ -82,8 +85,8 @@ def _chain(argv: list[str]) -> None:
     cfg.pop("__path__", None)
     runner = ChainRunner(**cfg.as_dict() | {k: cfg[k] for k in cfg.keys() if "." not in k})
     result = runner.run()
-    print(f"[chain] done: {runner.run_dir / 'results.json'}, {runner.run_dir / 'results.md'}, "
-          f"{runner.run_dir / 'accuracy.png'} ({len(result['generations'])} generations)")
+    rank_zero_info(f"[chain] done: {runner.run_dir / 'results.json'}, {runner.run_dir / 'results.md'}, "
+                   f"{runner.run_dir / 'accuracy.png'} ({len(result['generations'])} generations)")
 
 
 def extract_command(ckpt_path: str, out_dir: str, extraction: ExtractionConfig = ExtractionConfig(), seed: int = 0,
@@ -95,7 +98,7 @@ def extract_command(ckpt_path: str, out_dir: str, extraction: ExtractionConfig =
     hp = module.hparams
     ds = extract(module.model, out_dir, extraction, seed=seed, source_sha256=sha256_file(ckpt_path), root=root,
                  trainer_kwargs=trainer, input_shape=(hp.in_channels, hp.input_size))
-    print(f"[extract] {len(ds)} images in {out_dir} (manifest.json)")
+    rank_zero_info(f"[extract] {len(ds)} images in {out_dir} (manifest.json)")
 
 
 def _extract(argv: list[str]) -> None:
