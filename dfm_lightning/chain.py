@@ -26,8 +26,8 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from dfm_lightning.data.extracted import ExtractedDataset, atomic_write_bytes, atomic_write_json, sha256_file
-from dfm_lightning.data.extracted import ExtractedDataModule
+from dfm_lightning.data.extracted import (ExtractedDataModule, ExtractedDataset, atomic_write_bytes, atomic_write_json,
+                                          sha256_file)
 from dfm_lightning.data.origin import DATASET_SPECS, OriginDataModule
 from dfm_lightning.data.substitute import SubstituteDataset
 from dfm_lightning.errors import UserError
@@ -80,6 +80,7 @@ class DistillConfig:
     scheduler: str = "none"
     batch_size: int = 128
     val_size: int = 1000
+    max_samples: int | None = None
     augment: bool = False
     num_workers: int = 0
 
@@ -108,9 +109,10 @@ _RUNTIME_KEYS = {"generations", "trainer", "wandb", "run_dir"}
 
 
 def _science(config: dict) -> dict:
-    """The settings that decide what a chain computes (not where or how fast: devices, workers, logging)."""
+    """The settings that decide what a chain computes (not where or how fast: devices, workers, logging).
+    Options left at None are dropped too, so a run dir survives the addition of a new option."""
     drop = {"num_workers", "root", "download"}
-    return {k: ({kk: vv for kk, vv in v.items() if kk not in drop} if isinstance(v, dict) else v)
+    return {k: ({kk: vv for kk, vv in v.items() if kk not in drop and vv is not None} if isinstance(v, dict) else v)
             for k, v in config.items() if k not in _RUNTIME_KEYS}
 
 
@@ -208,8 +210,8 @@ class ChainRunner:
                                weight_decay=c.weight_decay, scheduler=c.scheduler)
             dm = ExtractedDataModule(str(gen_dir / "data"), origin=self.data.name, root=self.data.root,
                                      download=self.data.download, batch_size=c.batch_size,
-                                     num_workers=c.num_workers, val_size=c.val_size, augment=c.augment,
-                                     split_seed=self.seed)
+                                     num_workers=c.num_workers, val_size=c.val_size, max_samples=c.max_samples,
+                                     augment=c.augment, split_seed=self.seed)
             epochs = c.max_epochs
         ckpt_dir = gen_dir / "checkpoints"
         last = ckpt_dir / "last.ckpt"
@@ -234,7 +236,8 @@ class ChainRunner:
             dm.setup("fit")
             return len(dm.train_set)
         n_all = len(ExtractedDataset(self.run_dir / f"gen{g}" / "data", verify=False))
-        return n_all - min(self.distill.val_size, n_all // 5)
+        n_train = n_all - min(self.distill.val_size, n_all // 5)
+        return n_train if self.distill.max_samples is None else min(n_train, self.distill.max_samples)
 
     def _origin(self) -> OriginDataModule:
         d = self.data

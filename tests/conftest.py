@@ -22,6 +22,7 @@ def mnist_root() -> str | None:
 def run_dfm(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the dfm CLI in a subprocess (what a user types), capturing output."""
     full_env = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # env={"X": None} removes X
     return subprocess.run([sys.executable, "-m", "dfm_lightning.cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
 

@@ -154,3 +154,31 @@ def test_crosseval(tiny_chain, tmp_path):
     assert acc[0][0] == 1.0 and acc[1][1] == 1.0  # a model agrees with its own extracted data by construction
     assert acc[2][0] < 1.0 or acc[2][1] < 1.0
     assert "100.0*" in (tmp_path / "x" / "crosseval.md").read_text()
+
+
+def test_cross_architecture_chain(tiny_chain, tmp_path):
+    args = [a for a in TINY_CHAIN]
+    args[args.index("--generations") + 1] = "1"
+    proc = run_dfm("chain", "--run_dir", "x", *args, "--m0.ckpt_path", str(tiny_chain / "gen0" / "model.ckpt"),
+                   "--distill.arch", "mlp", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import torch
+
+    hp = torch.load(tmp_path / "x" / "gen1" / "model.ckpt", weights_only=True)["hyper_parameters"]
+    assert hp["arch"] == "mlp"
+    gens = json.loads((tmp_path / "x" / "results.json").read_text())["generations"]
+    assert gens[0]["test_accuracy"] == json.loads((tiny_chain / "results.json").read_text())["generations"][0]["test_accuracy"]
+    assert gens[1]["test_accuracy"] > 0.4  # an MLP learnt digits from LeNet's extracted photo crops
+
+
+def test_wandb_falls_back_to_offline_by_itself(tmp_path):
+    env = {"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(tmp_path), "NETRC": str(tmp_path / "none")}
+    proc = run_dfm("fit", "--config", str(CONFIGS / "digits_lenet.yaml"), "--trainer.max_epochs", "1",
+                   "--trainer.limit_train_batches", "2", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false", cwd=tmp_path,
+                   env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("W&B:")]
+    assert len(notes) == 1 and "offline" in notes[0] and "wandb sync" in notes[0]
+    run = next((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    history, _ = logged(run)
+    assert "train/loss" in history and "epoch" in history

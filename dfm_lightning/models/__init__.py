@@ -36,4 +36,4 @@ class Normalize(nn.Module):
         return (x - 0.5) / 0.5
 
 
-from dfm_lightning.models import lenet, resnet, vgg  # noqa: E402,F401  (registers the architectures)
+from dfm_lightning.models import lenet, mlp, resnet, vgg  # noqa: E402,F401  (registers the architectures)
