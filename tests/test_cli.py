@@ -22,11 +22,11 @@ def assert_one_line_error(proc, *needles: str) -> None:
 def test_top_level_help(tmp_path):
     proc = run_dfm("--help", cwd=tmp_path)
     assert proc.returncode == 0
-    for sub in ("fit", "validate", "test", "robustness", "extract", "chain"):
+    for sub in ("fit", "validate", "test", "robustness", "extract", "chain", "crosseval"):
         assert f"  {sub}" in proc.stdout
 
 
-@pytest.mark.parametrize("sub", ["fit", "validate", "test", "robustness", "extract", "chain"])
+@pytest.mark.parametrize("sub", ["fit", "validate", "test", "robustness", "extract", "chain", "crosseval"])
 def test_subcommand_help(tmp_path, sub):
     proc = run_dfm(sub, "--help", cwd=tmp_path)
     assert proc.returncode == 0 and "--config" in proc.stdout and "--print_config" in proc.stdout
