@@ -28,13 +28,18 @@ def resolve_wandb_mode(mode: str | None = None) -> str:
     return "offline"
 
 
+_told_offline: set[str] = set()
+
+
 class WandbLogger(_WandbLogger):
     """Lightning's WandbLogger with the offline fallback (``mode``: online, offline or disabled)."""
 
     def __init__(self, project: str = "dfm_lightning", name: str | None = None, group: str | None = None,
                  save_dir: str = "runs", mode: str | None = None, **kwargs):
         mode = resolve_wandb_mode(mode)
-        if mode == "offline" and os.environ.get("WANDB_MODE") not in ("offline", "dryrun"):
+        asked = os.environ.get("WANDB_MODE") in ("offline", "dryrun")
+        if mode == "offline" and not asked and save_dir not in _told_offline:  # say it once per run directory
+            _told_offline.add(save_dir)
             print(f"W&B: no API key or no network; logging offline to {save_dir}/wandb "
                   f"(upload later with `wandb sync {save_dir}/wandb/offline-run-*`)", file=sys.stderr)
         os.makedirs(save_dir, exist_ok=True)
