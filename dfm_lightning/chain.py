@@ -22,12 +22,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from dfm_lightning.data.extracted import (ExtractedDataModule, ExtractedDataset, atomic_write_bytes, atomic_write_json,
-                                          sha256_file)
+from dfm_lightning.data.extracted import (
+    ExtractedDataModule,
+    ExtractedDataset,
+    atomic_write_bytes,
+    atomic_write_json,
+    sha256_file,
+)
 from dfm_lightning.data.origin import DATASET_SPECS, OriginDataModule
 from dfm_lightning.data.substitute import SubstituteDataset
 from dfm_lightning.errors import UserError

@@ -1,9 +1,7 @@
 """The dfm command as a user runs it: subprocesses, real config files, one-line errors."""
 import json
-from pathlib import Path
 
 import pytest
-
 from conftest import CONFIGS, TINY_CHAIN, run_dfm
 from wandb_records import logged
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import mnist_root
+
 from dfm_lightning.data import OriginDataModule, SubstituteDataset, load_origin
 from dfm_lightning.data.origin import random_shift_flip
 from dfm_lightning.errors import UserError

@@ -126,7 +126,7 @@ class ExtractedDataset(Dataset):
 
     def _open(self, rec: dict, verify: bool) -> np.ndarray:
         f = self.path / rec["file"]
-        fix = f"delete it and its .json, then rerun the same `dfm extract`/`dfm chain` to regenerate it"
+        fix = "delete it and its .json, then rerun the same `dfm extract`/`dfm chain` to regenerate it"
         if not f.exists():
             raise UserError(f"shard file {f} is missing; {fix}")
         if f.stat().st_size != rec["bytes"]:

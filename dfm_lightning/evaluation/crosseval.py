@@ -3,9 +3,7 @@ argmax of its stored logits. The model a dataset was extracted from should score
 import json
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
-import torch
 from torch.utils.data import DataLoader
 
 from dfm_lightning.data.extracted import ExtractedDataset, atomic_write_bytes, atomic_write_json, sha256_file

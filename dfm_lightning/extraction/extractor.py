@@ -4,12 +4,12 @@ Each predict "batch" is one whole shard, so a shard is a pure function of (model
 a rerun skips complete shards and reproduces the rest byte for byte, and under DDP Lightning's
 distributed sampler hands each rank its own shards, which its writer callback saves.
 """
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import json
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
@@ -17,8 +17,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dfm_lightning.attacks import l2_pgd
-from dfm_lightning.data.extracted import (ExtractedDataset, atomic_write_json, complete_shards, write_manifest,
-                                          write_shard)
+from dfm_lightning.data.extracted import (
+    ExtractedDataset,
+    atomic_write_json,
+    complete_shards,
+    write_manifest,
+    write_shard,
+)
 from dfm_lightning.data.substitute import SubstituteDataset
 from dfm_lightning.errors import UserError
 from dfm_lightning.extraction.virtual_logits import VirtualLogits
