@@ -1,7 +1,7 @@
 """LeNet-5 (ReLU, max-pool) for 28x28 inputs such as MNIST and the embedded digits.
 
-Kept at LeNet-5's width on purpose: DfM runs tens of PGD steps per extracted image, and this size
-extracts ~10k image-steps/s on two CPU cores (a 32/64-channel LeNet manages ~1.7k).
+Kept at LeNet-5's width on purpose: DfM runs tens of PGD steps per extracted image, and wider convs make
+CPU extraction several times slower.
 """
 from torch import nn
 
