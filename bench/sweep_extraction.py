@@ -31,6 +31,7 @@ def main() -> None:
     p.add_argument("--num_samples", type=int, default=10000)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--val_size", type=int, default=5000)
+    p.add_argument("--scheduler", default="none", choices=["none", "cosine"], help="DtM learning-rate schedule")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +48,7 @@ def main() -> None:
         extract(m0.model, out / name, cfg, seed=1, input_shape=(1, 28),
                 trainer_kwargs={"enable_progress_bar": False, "accelerator": "auto", "devices": 1})
         t_extract = time.time() - t0
-        m1 = Distiller("lenet", lr=0.002)
+        m1 = Distiller("lenet", lr=0.002, scheduler=args.scheduler)
         dm = ExtractedDataModule(str(out / name), origin="mnist", val_size=1000, batch_size=128)
         pl.Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    enable_model_summary=False, accelerator="auto", devices=1).fit(m1, datamodule=dm)
