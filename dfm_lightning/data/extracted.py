@@ -17,11 +17,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dfm_lightning.data.origin import ImageDataset, keep_batch, load_origin, random_shift_flip
+from dfm_lightning.data.origin import ImageDataModule, ImageDataset, load_origin
 from dfm_lightning.errors import UserError
 
 FORMAT = "dfm-extracted/1"
@@ -171,7 +170,7 @@ class Subset(Dataset):
         return self.ds.__getitems__(self.indices[np.asarray(idx)].tolist())
 
 
-class ExtractedDataModule(pl.LightningDataModule):
+class ExtractedDataModule(ImageDataModule):
     """DtM data: (x', Z(x')) for training, a held-out slice of the extracted data for validation,
     and the origin test set (labels) for testing. Training never sees origin data."""
 
@@ -194,10 +193,6 @@ class ExtractedDataModule(pl.LightningDataModule):
         if stage in (None, "test") and self.test_set is None:
             self.test_set = ImageDataset(*load_origin(self.origin, False, self.root, self.download))
 
-    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=keep_batch, persistent_workers=self.num_workers > 0)
-
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True)
 
@@ -206,9 +201,3 @@ class ExtractedDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, False)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.augment and self.trainer is not None and self.trainer.training:
-            x, z = batch
-            batch = (random_shift_flip(x, pad=2 if x.shape[1] == 1 else 4, flip=x.shape[1] == 3), z)
-        return batch

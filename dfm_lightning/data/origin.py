@@ -124,7 +124,26 @@ def random_shift_flip(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
     return out
 
 
-class OriginDataModule(pl.LightningDataModule):
+class ImageDataModule(pl.LightningDataModule):
+    """Loaders over batched datasets and the optional training-time shift/flip augmentation, shared by the
+    origin and extracted data modules (subclasses set the datasets and the attributes used here)."""
+
+    batch_size: int
+    num_workers: int
+    augment: bool
+
+    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          collate_fn=keep_batch, persistent_workers=self.num_workers > 0)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.augment and self.trainer is not None and self.trainer.training:
+            x, target = batch
+            batch = (random_shift_flip(x, pad=2 if x.shape[1] == 1 else 4, flip=x.shape[1] == 3), target)
+        return batch
+
+
+class OriginDataModule(ImageDataModule):
     """An origin dataset for M0 training and for every evaluation.
 
     ``val_size`` > 0 holds out a seeded slice of the *training* set for validation (tuning never uses the
@@ -157,10 +176,6 @@ class OriginDataModule(pl.LightningDataModule):
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = ImageDataset(*load_origin(self.name, False, self.root, self.download))
 
-    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=keep_batch, drop_last=False)
-
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True)
 
@@ -169,9 +184,3 @@ class OriginDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, False)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.augment and self.trainer is not None and self.trainer.training:
-            x, y = batch
-            batch = (random_shift_flip(x, pad=2 if self.in_channels == 1 else 4, flip=self.in_channels == 3), y)
-        return batch

@@ -10,6 +10,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from dfm_lightning.attacks import l2_pgd
 from dfm_lightning.errors import UserError
+from dfm_lightning.models import num_classes_of
 from dfm_lightning.modules.classifier import cross_entropy_per_sample, freeze
 
 
@@ -28,7 +29,7 @@ class RobustnessEval(pl.LightningModule):
             raise UserError(f"robustness eps must be >= 0 and steps >= 0, got eps={list(eps)}, steps={steps}")
         self.model = freeze(model)
         self.eps, self.steps, self.rel_step_size = list(eps), steps, rel_step_size
-        num_classes = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+        num_classes = num_classes_of(model)
         self.accs = nn.ModuleList([MulticlassAccuracy(num_classes, average="micro") for _ in self.eps])
 
     def test_step(self, batch, batch_idx: int) -> None:

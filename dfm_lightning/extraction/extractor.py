@@ -27,6 +27,7 @@ from dfm_lightning.data.extracted import (
 from dfm_lightning.data.substitute import SubstituteDataset
 from dfm_lightning.errors import UserError
 from dfm_lightning.extraction.virtual_logits import VirtualLogits
+from dfm_lightning.models import num_classes_of
 from dfm_lightning.modules.classifier import freeze
 
 
@@ -124,7 +125,7 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
         return ExtractedDataset(out_dir)
 
     channels, size = input_shape
-    num_classes = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+    num_classes = num_classes_of(model)
     substitute = SubstituteDataset(config.substitute, config.num_samples, channels, size, seed=seed, root=root)
     num_shards = math.ceil(config.num_samples / config.shard_size)
     pending = sorted(set(range(num_shards)) - complete_shards(out_dir))

@@ -29,6 +29,11 @@ def create_model(name: str, in_channels: int = 1, num_classes: int = 10, input_s
     return _REGISTRY[name](in_channels=in_channels, num_classes=num_classes, input_size=input_size)
 
 
+def num_classes_of(model: nn.Module) -> int:
+    """The number of logits a registry model outputs (its last linear layer's width)."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+
+
 class Normalize(nn.Module):
     """Maps [0, 1] pixels to roughly [-1, 1]; lives in the model so attacks stay in pixel space."""
 
