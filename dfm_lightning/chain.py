@@ -96,7 +96,7 @@ class RobustnessConfig:
     eps: list[float] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     steps: int = 20
     rel_step_size: float = 2.5
-    max_batches: float = 1.0
+    max_batches: int | float = 1.0
 
 
 @dataclass

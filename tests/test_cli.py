@@ -44,6 +44,14 @@ def test_chain_configs_print(tmp_path, name):
     assert "extraction:" in proc.stdout and "num_samples:" in proc.stdout
 
 
+def test_robustness_max_batches_count_stays_an_int(tmp_path):
+    # 1 must stay a count of one batch: as the float 1.0 Lightning would read it as "all test batches"
+    proc = run_dfm("chain", "--config", str(CONFIGS / "quickstart.yaml"), "--robustness.max_batches", "1",
+                   "--print_config", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "max_batches: 1\n" in proc.stdout
+
+
 def test_fit_then_robustness(tmp_path):
     proc = run_dfm("fit", "--config", str(CONFIGS / "digits_lenet.yaml"), "--trainer.max_epochs", "2",
                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", "out", cwd=tmp_path)

@@ -46,3 +46,14 @@ def test_distiller_loss_is_mean_squared_l2():
     assert logit_l2(z, t).item() == (9 + 1) / 2
     d = Distiller("lenet")
     assert d.hparams.distill is True and "adv_eps" not in d.hparams
+
+
+def test_diverging_distillation_stops_with_one_clear_error():
+    import pytest
+
+    from dfm_lightning.errors import UserError
+
+    d = Distiller("lenet")
+    batch = (torch.rand(4, 1, 28, 28), torch.full((4, 10), float("inf")))
+    with pytest.raises(UserError, match="DtM diverged.*lower the learning rate"):
+        d.training_step(batch, 0)

@@ -1,6 +1,7 @@
 """DtM from extracted data: a fresh model trained to reproduce the stored logits (L2 logit distillation)."""
 import torch
 
+from dfm_lightning.errors import UserError
 from dfm_lightning.modules.classifier import ImageModel
 
 
@@ -25,6 +26,9 @@ class Distiller(ImageModel):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, z = batch
         loss = logit_l2(self.model(x), z)
+        if not torch.isfinite(loss):
+            raise UserError(f"DtM diverged: distillation loss is {loss.item()} at step {self.global_step}; "
+                            f"lower the learning rate (now {self.opt['lr']}) or use optimizer adam")
         self.log("train/distill_loss", loss, prog_bar=True)
         return loss
 
