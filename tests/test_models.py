@@ -5,10 +5,10 @@ from dfm_lightning.errors import UserError
 from dfm_lightning.models import create_model, list_models
 
 
-@pytest.mark.parametrize("name", ["lenet", "mlp", "vgg8", "vgg16", "vgg19", "resnet18", "resnet50"])
+@pytest.mark.parametrize("name", ["lenet", "lenet_wide", "mlp", "vgg8", "vgg16", "vgg19", "resnet18", "resnet50"])
 @pytest.mark.parametrize("channels,num_classes", [(1, 10), (3, 7)])
 def test_registry_shapes(name, channels, num_classes):
-    size = 28 if name in ("lenet", "mlp") else 32
+    size = 28 if name in ("lenet", "lenet_wide", "mlp") else 32
     model = create_model(name, in_channels=channels, num_classes=num_classes, input_size=size).eval()
     with torch.no_grad():
         out = model(torch.rand(2, channels, size, size))
