@@ -50,6 +50,10 @@ def test_substitute_is_reproducible_and_shaped():
     assert noise[2].shape == (3, 32, 32)
     digits = SubstituteDataset("digits", 2000, 1, 28, seed=0)  # more samples than the pool: crops
     assert digits[1999].shape == (1, 28, 28)
+    for idx in (range(5, 40), range(1400, 1500)):  # the batched pool path, and pool images mixed with crops
+        assert torch.equal(digits.images(idx), torch.stack([digits[i] for i in idx]))
+    rgb = SubstituteDataset("digits", 50, 3, 28, seed=0).images(range(4))  # grey pool, 3-channel model
+    assert rgb.shape == (4, 3, 28, 28) and torch.equal(rgb[:, 1], digits.images(range(4))[:, 0])
 
 
 def test_substitute_from_array_file(tmp_path):

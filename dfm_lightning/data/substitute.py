@@ -77,18 +77,20 @@ class SubstituteDataset(Dataset):
         return self.num_samples
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        if self.exact and i < len(self.pool):
+            return self._to_channels(self.pool[int(self.order[i])].float() / 255)
         rng = np.random.default_rng([self.seed, i, 0])
         if self.pool is None:
             return torch.from_numpy(rng.random((self.channels, self.size, self.size), dtype=np.float32))
-        if self.exact and i < len(self.pool):
-            img = self.pool[int(self.order[i])].float() / 255
-        else:
-            img = self._random_crop(self.pool[int(rng.integers(len(self.pool)))].float() / 255, rng)
-        return self._to_channels(img)
+        return self._to_channels(self._random_crop(self.pool[int(rng.integers(len(self.pool)))].float() / 255, rng))
 
     def images(self, indices: list[int] | range) -> torch.Tensor:
-        """A batch of substitute images for the given indices."""
-        return torch.stack([self[int(i)] for i in indices])
+        """A batch of substitute images for the given indices (pool images in one gather, crops one by one)."""
+        idx = np.asarray(list(indices), dtype=np.int64)
+        if self.exact and len(idx) and idx.max() < len(self.pool):
+            batch = self.pool[torch.from_numpy(self.order[idx])].float() / 255
+            return batch if batch.shape[1] == self.channels else torch.stack([self._to_channels(im) for im in batch])
+        return torch.stack([self[int(i)] for i in idx])
 
     def _random_crop(self, img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         _, h, w = img.shape
