@@ -2,7 +2,9 @@
 student architecture and seed, scored each epoch on the first 10k MNIST *training* images (M1 never sees origin data,
 and the test set stays untouched). Students: any registry name, or the LeNet-5 variants below.
 
-    python bench/dtm_students.py RUN/gen1/data --arch lenet --seed 1 [--epochs 15] [--lr 0.002] [--sched const|tail] [--ema 0.999]
+    python bench/dtm_students.py RUN/gen1/data [MORE_DATA ...] --arch lenet --seed 1 [--epochs 15] [--lr 0.002] [--sched const|tail] [--ema 0.999]
+
+Several dataset directories are concatenated (e.g. the trajectory points of `bench/trajectory_ablation.py`).
 """
 import argparse
 import copy
@@ -34,7 +36,7 @@ def lenet5_variant(kind: str) -> nn.Module:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("data")
+    p.add_argument("data", nargs="+")
     p.add_argument("--arch", default="lenet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=15)
@@ -45,8 +47,8 @@ def main() -> None:
     torch.set_num_threads(1)
     xt, yt = load_origin("mnist", train=True)
     xt, yt = xt[:10000].float() / 255, yt[:10000]
-    ds = ExtractedDataset(a.data)
-    x, z = ds.__getitems__(list(range(len(ds))))
+    parts = [ExtractedDataset(d) for d in a.data]
+    x, z = (torch.cat(t) for t in zip(*(ds.__getitems__(list(range(len(ds)))) for ds in parts)))
     torch.manual_seed(a.seed)
     net = lenet5_variant(a.arch) if a.arch in VARIANTS else create_model(a.arch)
     opt = torch.optim.Adam(net.parameters(), a.lr)
