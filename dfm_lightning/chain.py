@@ -265,8 +265,9 @@ class ChainRunner:
     def _figure(self, dataset: ExtractedDataset, g: int, path: Path, logger) -> None:
         if path.exists():
             return
-        n = min(8, len(dataset))
-        x, z = dataset.__getitems__(list(range(n)))
+        idx = dataset.final_indices()[:8].tolist()
+        n = len(idx)
+        x, z = dataset.__getitems__(idx)
         subs = SubstituteDataset(self.extraction.substitute, n, self.channels, self.size, seed=self.seed + g,
                                  root=self.data.root).images(range(n))
         save_extraction_grid(subs, x, z, path, title=f"D{g}: substitutes (top) and extracted from M{g - 1} (bottom)")

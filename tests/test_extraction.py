@@ -111,3 +111,27 @@ def test_manifest_records_sources_and_hashes(tmp_path):
     assert all(len(s["images"]["sha256"]) == 64 for s in m["shards"])
     assert np.load(tmp_path / "d" / "shard-00002.logits.npy").shape == (50, 10)
     assert len(ds) == 250
+
+
+def test_snapshot_steps_store_trajectory_points(tmp_path):
+    plain = run(tmp_path / "plain")
+    snap = run(tmp_path / "snap", config=ExtractionConfig(**{**CONFIG.__dict__, "snapshot_steps": [5, 0]}))
+    assert len(snap) == 3 * 250 and snap.manifest["config"]["snapshot_steps"] == [5, 0]
+    finals = snap.final_indices()
+    assert finals.tolist() == [*range(0, 100), *range(300, 400), *range(600, 650)]
+    x, z = snap.__getitems__(finals.tolist())
+    x0, z0 = plain.__getitems__(list(range(250)))
+    assert torch.allclose(x, x0, atol=1e-5) and torch.allclose(z, z0, atol=1e-3)  # same final iterates
+    xs, _ = snap.__getitems__(list(range(100, 200)))  # shard 0's step-0 block: the substitute images themselves
+    from dfm_lightning.data import SubstituteDataset
+
+    assert torch.equal(xs, SubstituteDataset("sample_photos", 250, 1, 28, seed=0).images(range(100)))
+    with torch.no_grad():
+        assert torch.allclose(model()(xs), snap.__getitems__(list(range(100, 200)))[1], atol=1e-4)
+    assert plain.final_indices().tolist() == list(range(250))
+    assert "snapshot_steps" not in plain.manifest["config"]  # datasets made before the option still match
+
+
+def test_snapshot_steps_beyond_steps_are_refused(tmp_path):
+    with pytest.raises(UserError, match="snapshot_steps"):
+        run(tmp_path / "d", config=ExtractionConfig(**{**CONFIG.__dict__, "snapshot_steps": [10]}))

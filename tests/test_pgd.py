@@ -70,3 +70,12 @@ def test_inference_mode_is_a_clear_error(setup):
     model, x, y = setup
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
         l2_pgd(model, x, y, ce, eps=1.0)
+
+
+@pytest.mark.parametrize("eps", [1.0, math.inf])
+def test_start_continues_a_run(setup, eps):
+    model, x, y = setup
+    whole = l2_pgd(model, x, y, ce, eps=eps, steps=10, step_size=0.3)
+    half = l2_pgd(model, x, y, ce, eps=eps, steps=4, step_size=0.3)
+    assert not torch.allclose(half, whole)
+    assert torch.allclose(l2_pgd(model, x, y, ce, eps=eps, steps=6, step_size=0.3, start=half), whole, atol=1e-5)

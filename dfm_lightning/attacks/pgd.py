@@ -26,21 +26,23 @@ def l2_pgd(
     steps: int = 10,
     step_size: float = 0.1,
     maximize: bool = True,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Return x + delta in [0, 1] with ||delta||_2 <= eps per sample, after ``steps`` normalised-gradient steps.
 
     ``loss_fn(logits, target)`` returns one loss per sample; it is maximised (untargeted attack) or
     minimised (``maximize=False``: targeted attack, extraction). ``eps=math.inf`` leaves delta unbounded.
+    ``start`` (an earlier return value for the same ``x``) continues that run, so n + m steps can be taken in two calls.
     """
     if eps < 0 or steps < 0 or step_size < 0:
         raise ValueError(f"PGD needs eps, steps and step_size >= 0, got eps={eps}, steps={steps}, step_size={step_size}")
     if torch.is_inference_mode_enabled():
         raise RuntimeError("l2_pgd needs gradients: run it outside torch.inference_mode (Trainer(inference_mode=False))")
     x = x.detach().clone()
+    delta = torch.zeros_like(x) if start is None else (start.detach() - x)
     if eps == 0 or steps == 0:
-        return x
+        return x + delta
     sign = 1.0 if maximize else -1.0
-    delta = torch.zeros_like(x)
     with torch.enable_grad():
         for _ in range(steps):
             delta.requires_grad_(True)

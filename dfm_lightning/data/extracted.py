@@ -137,6 +137,12 @@ class ExtractedDataset(Dataset):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    def final_indices(self) -> np.ndarray:
+        """Indices of the final DfM iterates x' (all samples, unless trajectory snapshots were stored too:
+        then each shard holds its final iterates first)."""
+        per = 1 + len(self.manifest.get("config", {}).get("snapshot_steps") or [])
+        return np.concatenate([np.arange(a, a + (b - a) // per) for a, b in zip(self.offsets[:-1], self.offsets[1:])])
+
     def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = np.asarray(idx)
         order = np.argsort(idx, kind="stable")

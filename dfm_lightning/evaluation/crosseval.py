@@ -12,9 +12,9 @@ from dfm_lightning.modules.classifier import load_classifier
 
 
 def labelled_by_logits(path: str | Path, num_samples: int) -> ImageDataset:
-    """The first ``num_samples`` images of an extracted dataset, labelled by the argmax of their stored logits."""
+    """The first ``num_samples`` extracted images x' of a dataset, labelled by the argmax of their stored logits."""
     ds = ExtractedDataset(path)
-    x, z = ds.__getitems__(list(range(min(num_samples, len(ds)))))
+    x, z = ds.__getitems__(ds.final_indices()[:num_samples].tolist())
     return ImageDataset(x, z.argmax(1))
 
 

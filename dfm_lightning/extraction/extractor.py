@@ -33,13 +33,18 @@ from dfm_lightning.modules.classifier import freeze
 
 @dataclass
 class ExtractionConfig:
-    """How DfM runs. ``eps`` None = unbounded perturbation; ``steps`` normalised-gradient steps of ``step_size``."""
+    """How DfM runs. ``eps`` None = unbounded perturbation; ``steps`` normalised-gradient steps of ``step_size``.
+
+    ``snapshot_steps`` (beyond the paper): also store (x_t, Z(x_t)) after these step counts, so every substitute
+    image yields 1 + len(snapshot_steps) training samples for the cost of one PGD run (docs/RESULTS.md).
+    """
 
     substitute: str = "fashion_mnist"
     num_samples: int = 50000
     steps: int = 40
     step_size: float = 0.1
     eps: float | None = None
+    snapshot_steps: list[int] | None = None
     shard_size: int = 1000
     num_workers: int = 0
     virtual_logits: VirtualLogits = field(default_factory=VirtualLogits)
@@ -69,18 +74,28 @@ class ShardSource(Dataset):
 
 
 class Extractor(pl.LightningModule):
-    """Wraps the frozen source model; ``predict_step`` turns one shard of x_s into (x', Z(x'))."""
+    """Wraps the frozen source model; ``predict_step`` turns one shard of x_s into (x', Z(x')).
 
-    def __init__(self, model: nn.Module, steps: int, step_size: float, eps: float | None):
+    With snapshot steps a shard holds its final iterates first, then one block per snapshot step (ascending).
+    """
+
+    def __init__(self, model: nn.Module, steps: int, step_size: float, eps: float | None,
+                 snapshot_steps: list[int] | None = None):
         super().__init__()
         self.model = freeze(model)
         self.steps, self.step_size = steps, step_size
         self.eps = math.inf if eps is None else eps
+        self.snapshot_steps = sorted(set(snapshot_steps or []))
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        x_s, iterates, done = batch["x_s"], [], 0
         with torch.enable_grad():
-            x = l2_pgd(self.model, batch["x_s"], batch["z_v"], logit_distance, eps=self.eps, steps=self.steps,
-                       step_size=self.step_size, maximize=False)
+            for k in [*self.snapshot_steps, self.steps]:
+                start = iterates[-1] if iterates else None
+                iterates.append(l2_pgd(self.model, x_s, batch["z_v"], logit_distance, eps=self.eps, steps=k - done,
+                                       step_size=self.step_size, maximize=False, start=start))
+                done = k
+        x = torch.cat([iterates[-1], *iterates[:-1]])
         with torch.no_grad():
             z = self.model(x).float()
         return {"shard": int(batch["shard"]), "images": x.float(), "logits": z}
@@ -108,11 +123,16 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
     """
     if config.num_samples <= 0 or config.shard_size <= 0 or config.steps < 0 or config.step_size < 0:
         raise UserError(f"extraction needs num_samples, shard_size > 0 and steps, step_size >= 0; got {config}")
+    if any(not 0 <= k < config.steps for k in config.snapshot_steps or []):
+        raise UserError(f"extraction snapshot_steps must lie in [0, steps={config.steps}), got {config.snapshot_steps}")
     if config.eps is not None and config.eps < 0:
         raise UserError(f"extraction eps must be >= 0 or null (unbounded), got {config.eps}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"config": {k: v for k, v in asdict(config).items() if k != "num_workers"}, "seed": seed,
+    # snapshot_steps is left out when unset, so extractions made before that option existed still match
+    described = {k: v for k, v in asdict(config).items()
+                 if k != "num_workers" and not (k == "snapshot_steps" and v is None)}
+    meta = {"config": described, "seed": seed,
             "source_checkpoint_sha256": source_sha256}
     cfg_file = out_dir / "config.json"
     if cfg_file.exists():
@@ -136,7 +156,7 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
         callbacks = [ShardWriter(out_dir), *kwargs.pop("callbacks", [])]
         trainer = pl.Trainer(inference_mode=False, callbacks=callbacks, **kwargs)
         start = time.time()
-        trainer.predict(Extractor(model, config.steps, config.step_size, config.eps), loader, return_predictions=False)
+        trainer.predict(Extractor(model, config.steps, config.step_size, config.eps, config.snapshot_steps), loader, return_predictions=False)
         trainer.strategy.barrier()
         meta["extract_seconds"] = time.time() - start
         if trainer.is_global_zero:
