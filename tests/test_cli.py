@@ -1,8 +1,10 @@
 """The dfm command as a user runs it: subprocesses, real config files, one-line errors."""
 import json
+import subprocess
+import sys
 
 import pytest
-from conftest import CONFIGS, TINY_CHAIN, run_dfm
+from conftest import CONFIGS, REPO, TINY_CHAIN, run_dfm
 from wandb_records import logged
 
 LIGHTNING_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml") if "chain" not in p.name and p.name != "quickstart.yaml")
@@ -107,6 +109,13 @@ def test_chain_results_schema_figures_and_wandb(tiny_chain):
         assert info["group"] == "run" and info["job_type"] == f"gen{g['generation']}"
         assert history["chain/test_acc"] == pytest.approx(g["test_accuracy"], abs=1e-6)
         assert history["chain/robust_acc_eps1"] == pytest.approx(g["robust_accuracy"]["1"], abs=1e-6)
+
+
+def test_comparison_plot_of_chains(tiny_chain, tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "compare_chains.py"), str(tmp_path / "cmp.png"),
+                           f"tiny={tiny_chain}", "--paper", "99.5,98.5,96.6"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_chain_rerun_continues_without_recomputing(tiny_chain):

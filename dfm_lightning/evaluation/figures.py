@@ -48,3 +48,20 @@ def save_accuracy_plot(generations: list[dict], path: str | Path, title: str = "
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def save_comparison_plot(chains: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
+    """Clean test accuracy (%) per generation for several chains (label -> accuracies of M0, M1, ...)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, acc in chains.items():
+        ax.plot(range(len(acc)), acc, "o-" if label != "paper" else "k--", label=label)
+    ax.set_xlabel("generation (M0 = origin data)")
+    ax.set_ylabel("origin test accuracy (%)")
+    ax.set_xticks(range(max(len(a) for a in chains.values())))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
