@@ -1,5 +1,5 @@
-"""Are the intermediate points of a DfM trajectory useful training data? One extraction (unbounded L2-PGD from
-substitute images towards virtual logits, as `dfm extract`) that also saves (x_t, Z(x_t)) after every
+"""Are the intermediate points of a DfM trajectory useful training data? One MNIST-shaped (1x28x28, 10 classes) extraction
+(unbounded L2-PGD from substitute images towards virtual logits, as `dfm extract`) that also saves (x_t, Z(x_t)) after every
 ``--keep`` step count, each as its own extracted dataset ``OUT/step{t}``; ``step{steps}`` is what `dfm extract` stores.
 Train students on any union of them with `bench/dtm_students.py OUT/step40 OUT/step20 ...`.
 
