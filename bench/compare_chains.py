@@ -21,9 +21,8 @@ def main() -> None:
         label, path = item.split("=", 1)
         path = Path(path) / "results.json" if Path(path).is_dir() else Path(path)
         curves[label] = [100 * g["test_accuracy"] for g in json.loads(path.read_text())["generations"]]
-    if a.paper:
-        curves["paper"] = [float(v) for v in a.paper.split(",")]
-    print(save_comparison_plot(curves, a.out, a.title))
+    paper = [float(v) for v in a.paper.split(",")] if a.paper else None
+    print(save_comparison_plot(curves, a.out, a.title, paper=paper))
 
 
 if __name__ == "__main__":

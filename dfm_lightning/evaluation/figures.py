@@ -29,6 +29,22 @@ def save_extraction_grid(substitutes: torch.Tensor, extracted: torch.Tensor, log
     return Path(path)
 
 
+def _accuracy_axes(ax, generations: range) -> None:
+    ax.set_xlabel("generation (M0 = origin data)")
+    ax.set_ylabel("origin test accuracy (%)")
+    ax.set_xticks(generations)
+    ax.grid(alpha=0.3)
+
+
+def _save(fig, ax, path: str | Path, title: str, legend_size: int) -> Path:
+    ax.legend(fontsize=legend_size)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def save_accuracy_plot(generations: list[dict], path: str | Path, title: str = "") -> Path:
     """Test accuracy (and accuracy under each robustness eps) per generation, in percent."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -37,31 +53,19 @@ def save_accuracy_plot(generations: list[dict], path: str | Path, title: str = "
     for eps in generations[0].get("robust_accuracy", {}):
         if float(eps) > 0:
             ax.plot(gens, [100 * g["robust_accuracy"][eps] for g in generations], ".--", label=f"L2 eps={eps}")
-    ax.set_xlabel("generation (M0 = origin data)")
-    ax.set_ylabel("origin test accuracy (%)")
-    ax.set_xticks(gens)
+    _accuracy_axes(ax, gens)
     ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, ax, path, title, legend_size=8)
 
 
-def save_comparison_plot(chains: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
-    """Clean test accuracy (%) per generation for several chains (label -> accuracies of M0, M1, ...)."""
+def save_comparison_plot(chains: dict[str, list[float]], path: str | Path, title: str = "",
+                         paper: list[float] | None = None) -> Path:
+    """Clean test accuracy (%) per generation for several chains (label -> accuracies of M0, M1, ...),
+    with the paper's figures dashed."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, acc in chains.items():
-        ax.plot(range(len(acc)), acc, "o-" if label != "paper" else "k--", label=label)
-    ax.set_xlabel("generation (M0 = origin data)")
-    ax.set_ylabel("origin test accuracy (%)")
-    ax.set_xticks(range(max(len(a) for a in chains.values())))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+        ax.plot(range(len(acc)), acc, "o-", label=label)
+    if paper:
+        ax.plot(range(len(paper)), paper, "k--", label="paper")
+    _accuracy_axes(ax, range(max(len(a) for a in [*chains.values(), paper or []])))
+    return _save(fig, ax, path, title, legend_size=7)

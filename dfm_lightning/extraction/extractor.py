@@ -156,7 +156,8 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
         callbacks = [ShardWriter(out_dir), *kwargs.pop("callbacks", [])]
         trainer = pl.Trainer(inference_mode=False, callbacks=callbacks, **kwargs)
         start = time.time()
-        trainer.predict(Extractor(model, config.steps, config.step_size, config.eps, config.snapshot_steps), loader, return_predictions=False)
+        extractor = Extractor(model, config.steps, config.step_size, config.eps, config.snapshot_steps)
+        trainer.predict(extractor, loader, return_predictions=False)
         trainer.strategy.barrier()
         meta["extract_seconds"] = time.time() - start
         if trainer.is_global_zero:
