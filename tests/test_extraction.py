@@ -129,7 +129,11 @@ def test_snapshot_steps_store_trajectory_points(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model()(xs), snap.__getitems__(list(range(100, 200)))[1], atol=1e-4)
     assert plain.final_indices().tolist() == list(range(250))
-    assert "snapshot_steps" not in plain.manifest["config"]  # datasets made before the option still match
+    record = tmp_path / "plain" / "config.json"  # as written before the option existed: it still resumes
+    old = json.loads(record.read_text())
+    del old["config"]["snapshot_steps"]
+    record.write_text(json.dumps(old))
+    assert len(run(tmp_path / "plain")) == 250
 
 
 def test_snapshot_steps_beyond_steps_are_refused(tmp_path):

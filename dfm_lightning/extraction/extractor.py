@@ -113,6 +113,11 @@ class ShardWriter(BasePredictionWriter):
                     prediction["logits"].cpu().numpy())
 
 
+def _settings(meta: dict) -> dict:
+    """An extraction's record with None-valued options dropped, so datasets made before an option existed match."""
+    return {**meta, "config": {k: v for k, v in meta["config"].items() if v is not None}}
+
+
 def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, seed: int = 0,
             source_sha256: str | None = None, root: str | None = None, trainer_kwargs: dict | None = None,
             input_shape: tuple[int, int] | None = None) -> ExtractedDataset:
@@ -129,14 +134,12 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
         raise UserError(f"extraction eps must be >= 0 or null (unbounded), got {config.eps}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # snapshot_steps is left out when unset, so extractions made before that option existed still match
-    described = {k: v for k, v in asdict(config).items()
-                 if k != "num_workers" and not (k == "snapshot_steps" and v is None)}
+    described = {k: v for k, v in asdict(config).items() if k != "num_workers"}
     meta = {"config": described, "seed": seed,
             "source_checkpoint_sha256": source_sha256}
     cfg_file = out_dir / "config.json"
     if cfg_file.exists():
-        if json.loads(cfg_file.read_text()) != json.loads(json.dumps(meta)):
+        if _settings(json.loads(cfg_file.read_text())) != _settings(json.loads(json.dumps(meta))):
             raise UserError(f"{out_dir} holds an extraction with another config or source model; "
                             "choose a new output directory (nothing was overwritten)")
     else:
