@@ -30,6 +30,7 @@ from dfm_lightning.data.extracted import (
     ExtractedDataset,
     atomic_write_bytes,
     atomic_write_json,
+    holdout_split,
     sha256_file,
 )
 from dfm_lightning.data.origin import DATASET_SPECS, OriginDataModule
@@ -239,9 +240,8 @@ class ChainRunner:
             dm = self._origin()
             dm.setup("fit")
             return len(dm.train_set)
-        n_all = len(ExtractedDataset(self.run_dir / f"gen{g}" / "data", verify=False))
-        n_train = n_all - min(self.distill.val_size, n_all // 5)
-        return n_train if self.distill.max_samples is None else min(n_train, self.distill.max_samples)
+        ds = ExtractedDataset(self.run_dir / f"gen{g}" / "data", verify=False)
+        return len(holdout_split(ds, self.distill.val_size, self.distill.max_samples, self.seed)[0])
 
     def _origin(self) -> OriginDataModule:
         d = self.data

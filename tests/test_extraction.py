@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from dfm_lightning.data import ExtractedDataset
+from dfm_lightning.data.extracted import holdout_split
 from dfm_lightning.errors import UserError
 from dfm_lightning.extraction import ExtractionConfig, VirtualLogits, extract
 from dfm_lightning.extraction.extractor import logit_distance
@@ -134,6 +135,19 @@ def test_snapshot_steps_store_trajectory_points(tmp_path):
     del old["config"]["snapshot_steps"]
     record.write_text(json.dumps(old))
     assert len(run(tmp_path / "plain")) == 250
+
+
+def test_holdout_split_keeps_a_substitutes_snapshots_together(tmp_path):
+    plain = run(tmp_path / "plain")
+    train, val = holdout_split(plain, val_size=30, seed=3)  # no snapshots: the plain permutation, as before
+    assert np.array_equal(np.concatenate([val, train]), np.random.default_rng(3).permutation(250))
+    snap = run(tmp_path / "snap", config=ExtractionConfig(**{**CONFIG.__dict__, "snapshot_steps": [5]}))
+    assert snap.substitute_ids()[[0, 100, 199, 200, 300, 399, 400, 450, 499]].tolist() == [0, 0, 99, 100, 100, 199, 200, 200, 249]
+    train, val = holdout_split(snap, val_size=31, seed=3)
+    assert len(val) == 32 and len(train) == 500 - 32
+    ids = snap.substitute_ids()
+    assert not set(ids[val]) & set(ids[train]) and len(set(ids[val])) == 16
+    assert len(holdout_split(snap, val_size=31, max_samples=100, seed=3)[0]) == 100
 
 
 def test_snapshot_steps_beyond_steps_are_refused(tmp_path):

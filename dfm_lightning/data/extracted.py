@@ -137,11 +137,22 @@ class ExtractedDataset(Dataset):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    @property
+    def samples_per_substitute(self) -> int:
+        """1, or 1 + the number of trajectory snapshots stored per substitute image."""
+        return 1 + len(self.manifest.get("config", {}).get("snapshot_steps") or [])
+
     def final_indices(self) -> np.ndarray:
         """Indices of the final DfM iterates x' (all samples, unless trajectory snapshots were stored too:
         then each shard holds its final iterates first)."""
-        per = 1 + len(self.manifest.get("config", {}).get("snapshot_steps") or [])
+        per = self.samples_per_substitute
         return np.concatenate([np.arange(a, a + (b - a) // per) for a, b in zip(self.offsets[:-1], self.offsets[1:])])
+
+    def substitute_ids(self) -> np.ndarray:
+        """For every sample, the index of the substitute image it was extracted from (its snapshots share it)."""
+        per = self.samples_per_substitute
+        return np.concatenate([a // per + np.arange(b - a) % ((b - a) // per)
+                               for a, b in zip(self.offsets[:-1], self.offsets[1:])])
 
     def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = np.asarray(idx)
@@ -176,6 +187,20 @@ class Subset(Dataset):
         return self.ds.__getitems__(self.indices[np.asarray(idx)].tolist())
 
 
+def holdout_split(ds: ExtractedDataset, val_size: int, max_samples: int | None = None,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) sample indices: about ``val_size`` samples (at most a fifth) held out for validation, whole
+    substitute images at a time so that no snapshot of a validation image is trained on; ``max_samples`` caps train."""
+    group = ds.substitute_ids()
+    rank = np.empty(group.max() + 1, dtype=np.int64)
+    rank[np.random.default_rng(seed).permutation(len(rank))] = np.arange(len(rank))
+    order = np.argsort(rank[group], kind="stable")
+    per = ds.samples_per_substitute
+    n_val = -(-min(val_size, len(ds) // 5) // per) * per
+    train = order[n_val:] if max_samples is None else order[n_val:n_val + max_samples]
+    return train, order[:n_val]
+
+
 class ExtractedDataModule(ImageDataModule):
     """DtM data: (x', Z(x')) for training, a held-out slice of the extracted data for validation,
     and the origin test set (labels) for testing. Training never sees origin data."""
@@ -192,10 +217,8 @@ class ExtractedDataModule(ImageDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:
             ds = ExtractedDataset(self.path)
-            perm = np.random.default_rng(self.split_seed).permutation(len(ds))
-            n_val = min(self.val_size, len(ds) // 5)
-            train = perm[n_val:] if self.max_samples is None else perm[n_val:n_val + self.max_samples]
-            self.train_set, self.val_set = Subset(ds, train), Subset(ds, perm[:n_val])
+            train, val = holdout_split(ds, self.val_size, self.max_samples, self.split_seed)
+            self.train_set, self.val_set = Subset(ds, train), Subset(ds, val)
         if stage in (None, "test") and self.test_set is None:
             self.test_set = ImageDataset(*load_origin(self.origin, False, self.root, self.download))
 
