@@ -195,12 +195,12 @@ class ChainRunner:
         self._finish_logger(logger, row)
         return row
 
-    def _train(self, g: int, gen_dir: Path, logger) -> int:
+    def _train(self, g: int, gen_dir: Path, logger) -> int | None:
         if g == 0 and self.m0.ckpt_path:
             load_classifier(self.m0.ckpt_path)  # validates the file before copying it in
             shutil.copyfile(self.m0.ckpt_path, gen_dir / ".model.ckpt.tmp")
             os.replace(gen_dir / ".model.ckpt.tmp", gen_dir / "model.ckpt")
-            return self._num_train(0)
+            return None
         shape = dict(in_channels=self.channels, num_classes=self.num_classes, input_size=self.size)
         if g == 0:
             c = self.m0
@@ -235,7 +235,10 @@ class ChainRunner:
         """A fresh Trainer: the chain's ``trainer`` settings, with what this step needs on top."""
         return pl.Trainer(**{"enable_model_summary": False, **self.trainer_kwargs, **forced})
 
-    def _num_train(self, g: int) -> int:
+    def _num_train(self, g: int) -> int | None:
+        """Training-set size of generation g's model (None for a handed-over M0: it is not known here)."""
+        if g == 0 and self.m0.ckpt_path:
+            return None
         if g == 0:
             dm = self._origin()
             dm.setup("fit")
@@ -314,5 +317,5 @@ def results_markdown(rows: list[dict], title: str) -> str:
     for r in rows:
         lines.append(f"| M{r['generation']} | {100 * r['test_accuracy']:.2f} | " +
                      " | ".join(f"{100 * r['robust_accuracy'][e]:.1f}" for e in eps) +
-                     f" | {r['num_train_samples']} | {r['train_seconds']:.0f} | {r['extract_seconds']:.0f} |")
+                     f" | {r['num_train_samples'] or '?'} | {r['train_seconds']:.0f} | {r['extract_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
