@@ -5,23 +5,26 @@
 #     config) and the first 50k x 100 epochs;
 # (2) the full-scale robust MNIST chain from a robust M0, as far as the time allows.
 # Expects .gpu/ as bench/gpu_check.sh does, and $OUT for results.
-# Usage: bash bench/gpu_nimg.sh SECONDS NONROBUST_M0.ckpt ROBUST_M0.ckpt
+# Usage: bash bench/gpu_nimg.sh SECONDS NONROBUST_M0.ckpt ROBUST_M0.ckpt [D1_SIZE (default 500000)]
 set -u
-budget=${1:-480}; nr_m0=$2; r_m0=$3
+budget=${1:-480}; nr_m0=$2; r_m0=$3; n=${4:-500000}
+epochs=$(( (10 * (n - 5000) + 25000) / 50000 ))  # the small student gets the big one's DtM sample-steps
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
 for f in .gpu/data/*/raw/*.gz; do rel=${f#.gpu/data/}; mkdir -p "/tmp/data/$(dirname "$rel")"; gunzip -c "$f" > "/tmp/data/${rel%.gz}"; done
 export DFM_DATA_DIR=/tmp/data
+rm -rf /tmp/runs  # a run dir left by an earlier call with other settings would be refused
 nvidia-smi -L
 common=(--wandb.enabled false --trainer "{enable_progress_bar: false, enable_model_summary: false}")
-chain() { timeout "$((budget - SECONDS))" python3 -m dfm_lightning.cli chain "${common[@]}" "$@"; }
+chain() { timeout -k 10 "$((budget - SECONDS))" python3 -m dfm_lightning.cli chain "$@" "${common[@]}"; }  # after --config
 chain --config configs/mnist_lenet_chain.yaml --run_dir /tmp/runs/n500k --generations 1 --m0.ckpt_path "$nr_m0" \
-  > /tmp/n500k.log 2>&1 &
+  --extraction.num_samples "$n" > /tmp/n500k.log 2>&1 &
 chain --config configs/mnist_lenet_robust_chain.yaml --run_dir /tmp/runs/r --m0.ckpt_path "$r_m0" > /tmp/r.log 2>&1 &
-(until [ -f /tmp/runs/n500k/gen1/data/manifest.json ] && [ -f /tmp/runs/n500k/gen0/eval.json ]; do sleep 5; done
+(until [ -f /tmp/runs/n500k/gen1/data/manifest.json ] && [ -f /tmp/runs/n500k/gen0/eval.json ]; do
+   sleep 5; [ $SECONDS -lt "$budget" ] || exit; done
  mkdir -p /tmp/runs/n50k/gen1 && cp -r /tmp/runs/n500k/gen0 /tmp/runs/n50k/ && cp -r /tmp/runs/n500k/gen1/data /tmp/runs/n50k/gen1/
  chain --config configs/mnist_lenet_chain.yaml --run_dir /tmp/runs/n50k --generations 1 --m0.ckpt_path "$nr_m0" \
-   --distill.max_samples 50000 --distill.max_epochs 100 > /tmp/n50k.log 2>&1) &
+   --extraction.num_samples "$n" --distill.max_samples 50000 --distill.max_epochs "$epochs" > /tmp/n50k.log 2>&1) &
 copy() { for k in n500k n50k r; do mkdir -p "$OUT/$k"; cp /tmp/runs/$k/results.json "$OUT/$k/" 2>/dev/null; done
          cp /tmp/runs/r/gen1/extracted.png "$OUT/r/D1.png" 2>/dev/null; }
 while [ -n "$(jobs -r)" ]; do sleep 10; copy; done
