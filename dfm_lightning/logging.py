@@ -5,10 +5,20 @@ import sys
 
 from pytorch_lightning.loggers import WandbLogger as _WandbLogger
 
+from dfm_lightning.errors import UserError
+
+_MODES = ("online", "offline", "disabled", "dryrun", "shared", "run")  # what wandb accepts
+
 
 def resolve_wandb_mode(mode: str | None = None) -> str:
     """'online' only when asked (or WANDB_MODE allows it), an API key exists and api.wandb.ai answers; else 'offline'."""
-    mode = mode or os.environ.get("WANDB_MODE") or "online"
+    env = os.environ.get("WANDB_MODE")
+    if env == "":
+        del os.environ["WANDB_MODE"]  # an empty WANDB_MODE means unset; wandb itself would reject it
+    elif env is not None and env not in _MODES:
+        raise UserError(f"environment variable WANDB_MODE={env!r} is not one of {', '.join(_MODES)}; "
+                        "unset it or set it to one of those")
+    mode = mode or env or "online"
     if mode in ("offline", "disabled", "dryrun"):
         return "offline" if mode == "dryrun" else mode
     has_key = bool(os.environ.get("WANDB_API_KEY"))

@@ -1,5 +1,6 @@
 """The dfm command as a user runs it: subprocesses, real config files, one-line errors."""
 import json
+import os
 import subprocess
 import sys
 
@@ -85,6 +86,16 @@ def test_unknown_architecture(tmp_path):
 def test_missing_checkpoint(tmp_path):
     proc = run_dfm("extract", "--ckpt_path", "nope.ckpt", "--out_dir", "d", cwd=tmp_path)
     assert_one_line_error(proc, "nope.ckpt", "not found")
+
+
+def test_bad_wandb_mode_is_one_line_and_empty_means_unset(tmp_path, monkeypatch):
+    proc = run_dfm("chain", "--config", str(CONFIGS / "quickstart.yaml"), "--run_dir", "r", cwd=tmp_path,
+                   env={"WANDB_MODE": "ofline"})
+    assert_one_line_error(proc, "WANDB_MODE='ofline'", "offline")
+    from dfm_lightning.logging import resolve_wandb_mode
+
+    monkeypatch.setenv("WANDB_MODE", "")
+    assert resolve_wandb_mode("disabled") == "disabled" and "WANDB_MODE" not in os.environ
 
 
 def test_chain_results_schema_figures_and_wandb(tiny_chain):
