@@ -5,7 +5,8 @@ and the test set stays untouched). Students: any registry name, or the LeNet-5 v
     python bench/dtm_students.py RUN/gen1/data [MORE_DATA ...] --arch lenet --seed 1 [--epochs 15] [--lr 0.002] [--sched const|tail] [--ema 0.999] [--num_samples N]
 
 Several dataset directories are concatenated (e.g. the trajectory points of `bench/trajectory_ablation.py`);
-``--num_samples N`` keeps the first N samples (the number-of-images ablation).
+``--num_samples N`` keeps the first N samples (the number-of-images ablation); ``--final_only`` drops stored
+trajectory snapshots (the paper's storage, from the same extraction).
 """
 import argparse
 import copy
@@ -45,12 +46,14 @@ def main() -> None:
     p.add_argument("--sched", choices=("const", "tail"), default="const", help="tail: lr x0.1 for the last 20%% of steps")
     p.add_argument("--ema", type=float, default=0.0, help="score an exponential moving average of the weights")
     p.add_argument("--num_samples", type=int, default=None, help="train on the first N samples only")
+    p.add_argument("--final_only", action="store_true", help="final DfM iterates only (no trajectory snapshots)")
     a = p.parse_args()
     torch.set_num_threads(1)
     xt, yt = load_origin("mnist", train=True)
     xt, yt = xt[:10000].float() / 255, yt[:10000]
     parts = [ExtractedDataset(d) for d in a.data]
-    x, z = (torch.cat(t)[:a.num_samples] for t in zip(*(ds.__getitems__(list(range(len(ds)))) for ds in parts)))
+    picked = [ds.final_indices() if a.final_only else range(len(ds)) for ds in parts]
+    x, z = (torch.cat(t)[:a.num_samples] for t in zip(*(ds.__getitems__(list(i)) for ds, i in zip(parts, picked))))
     torch.manual_seed(a.seed)
     net = lenet5_variant(a.arch) if a.arch in VARIANTS else create_model(a.arch)
     opt = torch.optim.Adam(net.parameters(), a.lr)
