@@ -4,10 +4,7 @@
 # jsonargparse wheels) beside the repo, and $OUT for results. Usage: bash bench/gpu_check.sh SECONDS
 set -u
 budget=${1:-480}
-export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-for f in .gpu/data/*/raw/*.gz; do rel=${f#.gpu/data/}; mkdir -p "/tmp/data/$(dirname "$rel")"; gunzip -c "$f" > "/tmp/data/${rel%.gz}"; done
-export DFM_DATA_DIR=/tmp/data
+source bench/gpu_mnist_env.sh
 nvidia-smi -L; python3 -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'lightning', pl.__version__)"
 timeout 90 python3 bench/extraction_throughput.py --out "$OUT/throughput.json" 2>&1 | grep '^{'
 mkdir -p "$OUT/nr" "$OUT/r"

@@ -9,10 +9,7 @@
 set -u
 budget=${1:-480}; nr_m0=$2; r_m0=$3; n=${4:-500000}
 epochs=$(( (10 * (n - 5000) + 25000) / 50000 ))  # the small student gets the big one's DtM sample-steps
-export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-for f in .gpu/data/*/raw/*.gz; do rel=${f#.gpu/data/}; mkdir -p "/tmp/data/$(dirname "$rel")"; gunzip -c "$f" > "/tmp/data/${rel%.gz}"; done
-export DFM_DATA_DIR=/tmp/data
+source bench/gpu_mnist_env.sh
 rm -rf /tmp/runs  # a run dir left by an earlier call with other settings would be refused
 nvidia-smi -L
 common=(--wandb.enabled false --trainer "{enable_progress_bar: false, enable_model_summary: false}")

@@ -200,7 +200,7 @@ class ChainRunner:
             load_classifier(self.m0.ckpt_path)  # validates the file before copying it in
             shutil.copyfile(self.m0.ckpt_path, gen_dir / ".model.ckpt.tmp")
             os.replace(gen_dir / ".model.ckpt.tmp", gen_dir / "model.ckpt")
-            return None
+            return self._num_train(0)
         shape = dict(in_channels=self.channels, num_classes=self.num_classes, input_size=self.size)
         if g == 0:
             c = self.m0
