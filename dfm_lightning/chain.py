@@ -1,6 +1,10 @@
 """ChainRunner: M0 -> D1 -> M1 -> ... -> Mn, each step seeing only what the previous one handed it.
 
-Every generation gets a fresh model and fresh Trainers. Outputs live under ``run_dir``::
+Every generation gets a fresh model and fresh Trainers. The chain's options are the classes' own: ``model`` holds
+:class:`Classifier`'s arguments (M0, exactly a ``dfm fit`` config's ``model`` block), ``data``
+:class:`OriginDataModule`'s, ``distill`` :class:`Distiller`'s, ``distill_data`` :class:`ExtractedDataModule`'s,
+``trainer`` the Trainer's (M0 trains with it as ``dfm fit`` would; every other step shares its devices),
+``extraction`` :class:`ExtractionConfig`, ``robustness`` :class:`Robustness`. Outputs live under ``run_dir``::
 
     chain_config.json     the chain's settings (a rerun with other science settings is refused)
     gen0/model.ckpt       M0 (trained on origin data, or the given checkpoint)
@@ -14,11 +18,12 @@ Rerunning the same command continues from the last completed step (extraction sh
 ``last.ckpt`` included); a finished generation is never recomputed. W&B: one run per generation, grouped
 by chain (``group`` = run_dir name), so Lightning's step counters never clash.
 """
+import inspect
 import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -33,71 +38,23 @@ from dfm_lightning.data.extracted import (
     holdout_split,
     sha256_file,
 )
-from dfm_lightning.data.origin import DATASET_SPECS, OriginDataModule
+from dfm_lightning.data.origin import OriginDataModule
 from dfm_lightning.data.substitute import SubstituteDataset
 from dfm_lightning.errors import UserError
 from dfm_lightning.evaluation.figures import save_accuracy_plot, save_extraction_grid
-from dfm_lightning.evaluation.robustness import evaluate_robustness
+from dfm_lightning.evaluation.robustness import Robustness, evaluate_robustness
 from dfm_lightning.extraction.extractor import ExtractionConfig, extract
-from dfm_lightning.logging import WandbLogger
-from dfm_lightning.modules import Classifier, Distiller, load_classifier
+from dfm_lightning.loggers import WandbLogger
+from dfm_lightning.modules import Classifier, Distiller, checkpoint_info, load_module
 
-
-@dataclass
-class DataConfig:
-    """The origin dataset: trains M0 and evaluates every generation (never seen by DtM)."""
-
-    name: str = "mnist"
-    root: str | None = None
-    download: bool = True
-    batch_size: int = 128
-    augment: bool = False
-    num_workers: int = 0
-
-
-@dataclass
-class M0Config:
-    """M0: a checkpoint to start from, or how to train it (``adv_eps`` > 0: L2 adversarial training)."""
-
-    ckpt_path: str | None = None
-    arch: str = "lenet"
-    max_epochs: int = 10
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    scheduler: str = "cosine"
-    adv_eps: float = 0.0
-    adv_steps: int = 10
-    adv_step_size: float | None = None
-
-
-@dataclass
-class DistillConfig:
-    """DtM on extracted data. ``arch`` None = the M0 architecture (set it for cross-architecture chains).
-    Constant learning rate by default: logit regression under-fits at these budgets, and a cosine decay
-    lost 1.2 points of held-out accuracy in docs/RESULTS.md's comparison."""
-
-    arch: str | None = None
-    max_epochs: int = 10
-    optimizer: str = "adam"
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    scheduler: str = "none"
-    batch_size: int = 128
-    val_size: int = 1000
-    max_samples: int | None = None
-    augment: bool = False
-    num_workers: int = 0
-
-
-@dataclass
-class RobustnessConfig:
-    """The Table 2 protocol; ``max_batches`` limits the test batches (an int count or a fraction)."""
-
-    eps: list[float] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    steps: int = 20
-    rel_step_size: float = 2.5
-    max_batches: int | float = 1.0
+# set by the chain from the data (model and student shapes) or per generation (the extracted data's path)
+SHAPE_KEYS = ("in_channels", "num_classes", "input_size")
+DISTILL_DATA_SET_BY_CHAIN = ("path", "origin", "root", "download", "split_seed")
+# Trainer options that say where and how fast a chain runs, not what it computes (may change between reruns)
+TRAINER_RUNTIME_KEYS = {"accelerator", "devices", "num_nodes", "strategy", "enable_progress_bar", "enable_model_summary",
+                        "enable_checkpointing", "default_root_dir", "log_every_n_steps", "callbacks", "plugins",
+                        "profiler", "sync_batchnorm", "benchmark", "detect_anomaly", "num_sanity_val_steps",
+                        "use_distributed_sampler", "barebones"}
 
 
 @dataclass
@@ -109,51 +66,96 @@ class WandbConfig:
     mode: str | None = None
 
 
-# settings that may change between reruns of one chain (where and how it runs, not what it computes)
-_RUNTIME_KEYS = {"generations", "trainer", "wandb", "run_dir"}
+def init_args(cls, kwargs: dict | None, what: str, skip: tuple[str, ...] = ()) -> dict:
+    """``kwargs`` completed with ``cls``'s defaults; an argument ``cls`` does not take is a one-line error."""
+    kwargs = dict(kwargs or {})
+    params = {k: p for k, p in inspect.signature(cls).parameters.items() if k not in skip and k != "self"}
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise UserError(f"{what} does not take {', '.join(unknown)} ({cls.__name__} takes {', '.join(params)})")
+    return {k: kwargs.get(k, p.default) for k, p in params.items() if k in kwargs or p.default is not p.empty}
 
 
 def _science(config: dict) -> dict:
     """The settings that decide what a chain computes (not where or how fast: devices, workers, logging).
     Options left at None are dropped too, so a run dir survives the addition of a new option."""
-    drop = {"num_workers", "root", "download"}
+    drop = {"num_workers", "root", "download", *TRAINER_RUNTIME_KEYS}
     return {k: ({kk: vv for kk, vv in v.items() if kk not in drop and vv is not None} if isinstance(v, dict) else v)
-            for k, v in config.items() if k not in _RUNTIME_KEYS}
+            for k, v in config.items() if k not in ("generations", "wandb", "run_dir")}
 
 
 class ChainRunner:
-    """Runs the DtM/DfM chain for ``generations`` generations after M0 into ``run_dir``."""
+    """Runs the DtM/DfM chain for ``generations`` generations after M0 into ``run_dir``.
 
-    def __init__(self, run_dir: str, generations: int = 5, seed: int = 0, data: DataConfig = DataConfig(),
-                 m0: M0Config = M0Config(), extraction: ExtractionConfig = ExtractionConfig(),
-                 distill: DistillConfig = DistillConfig(), robustness: RobustnessConfig = RobustnessConfig(),
-                 trainer: dict | None = None, wandb: WandbConfig = WandbConfig()):
-        if generations < 0:
-            raise UserError(f"generations must be >= 0, got {generations}")
-        if data.name not in DATASET_SPECS:
-            raise UserError(f"unknown dataset {data.name!r}; known: {', '.join(DATASET_SPECS)}")
-        self.run_dir, self.generations, self.seed = Path(run_dir), generations, seed
-        self.data, self.m0, self.extraction, self.distill = data, m0, extraction, distill
-        self.robustness, self.trainer_kwargs, self.wandb = robustness, dict(trainer or {}), wandb
-        self.channels, self.size, self.num_classes = DATASET_SPECS[data.name]
+    Args:
+        run_dir: where every output goes; rerunning continues there.
+        generations: DfM -> DtM rounds after M0.
+        seed_everything: generation g is seeded with ``seed_everything + g``.
+        m0_ckpt_path: start from this M0 checkpoint instead of training one; its architecture is then the
+            students' default.
+        distill_epochs: DtM epochs per generation (M0's are ``trainer.max_epochs``).
+        extraction: how DfM runs.
+        robustness: the Table 2 protocol every generation is evaluated with.
+        wandb: W&B logging.
+        trainer: Trainer arguments for every step (M0 trains with exactly these; ``max_epochs`` 10 unless set).
+        data: OriginDataModule arguments: the origin dataset (M0 training and every evaluation).
+        model: Classifier arguments for M0 (shapes follow ``data.name``).
+        distill: Distiller arguments for the students; ``arch`` None = M0's architecture (and its ``arch_kwargs``).
+        distill_data: ExtractedDataModule arguments for DtM (the path and origin dataset are set by the chain).
+    """
+
+    def __init__(self, run_dir: str, generations: int = 5, seed_everything: int = 0, m0_ckpt_path: str | None = None,
+                 distill_epochs: int = 10, extraction: ExtractionConfig = ExtractionConfig(),
+                 robustness: Robustness = Robustness(), wandb: WandbConfig = WandbConfig(), trainer: dict | None = None,
+                 data: dict | None = None, model: dict | None = None, distill: dict | None = None,
+                 distill_data: dict | None = None):
+        if generations < 0 or distill_epochs < 0:
+            raise UserError(f"generations and distill_epochs must be >= 0, got {generations}, {distill_epochs}")
+        self.run_dir, self.generations, self.seed = Path(run_dir), generations, seed_everything
+        self.m0_ckpt_path, self.distill_epochs = m0_ckpt_path, distill_epochs
+        self.extraction, self.robustness, self.wandb = extraction, robustness, wandb
+        init_args(pl.Trainer, trainer, "trainer")  # checks the keys; only what was set is kept (and recorded)
+        self.trainer_kwargs = {"max_epochs": 10, **(trainer or {})}  # Lightning's own default (1000 epochs) suits no M0
+        self.data = init_args(OriginDataModule, data, "data")
+        origin = OriginDataModule(**self.data)  # checks the dataset name
+        self.shape = dict(in_channels=origin.in_channels, num_classes=origin.num_classes, input_size=origin.input_size)
+        self.model = init_args(Classifier, model, "model", skip=SHAPE_KEYS)
+        self.distill = init_args(Distiller, {"arch": None, **(distill or {})}, "distill", skip=SHAPE_KEYS)
+        self.distill_data = init_args(ExtractedDataModule, distill_data, "distill_data", skip=DISTILL_DATA_SET_BY_CHAIN)
+        if m0_ckpt_path:
+            info = checkpoint_info(m0_ckpt_path)
+            m0_arch = {"arch": info["arch"], "arch_kwargs": info.get("arch_kwargs")}
+        else:
+            m0_arch = {"arch": self.model["arch"], "arch_kwargs": self.model["arch_kwargs"]}
+            Classifier(**self.model, **self.shape)  # a bad architecture or optimizer fails now, not after M0
+        if self.distill["arch"] is None:  # students are M0's architecture unless distill.arch says otherwise
+            self.student = {**self.distill, **m0_arch, "arch_kwargs": self.distill["arch_kwargs"] or m0_arch["arch_kwargs"]}
+        else:
+            self.student = dict(self.distill)
+        Distiller(**self.student, **self.shape)
 
     def config(self) -> dict:
-        return {"run_dir": str(self.run_dir), "generations": self.generations, "seed": self.seed,
-                "data": asdict(self.data), "m0": asdict(self.m0), "extraction": asdict(self.extraction),
-                "distill": asdict(self.distill), "robustness": asdict(self.robustness),
-                "trainer": self.trainer_kwargs, "wandb": asdict(self.wandb)}
+        return {"run_dir": str(self.run_dir), "generations": self.generations, "seed_everything": self.seed,
+                "m0_ckpt_path": self.m0_ckpt_path, "distill_epochs": self.distill_epochs,
+                "extraction": asdict(self.extraction), "robustness": asdict(self.robustness),
+                "wandb": asdict(self.wandb), "trainer": self.trainer_kwargs, "data": self.data, "model": self.model,
+                "distill": self.distill, "distill_data": self.distill_data}
 
     def _check_config(self) -> None:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise UserError(f"--run_dir {self.run_dir} is a file; pass a directory")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "chain_config.json"
-        science = _science(json.loads(json.dumps(self.config())))
+        # callbacks and plugins are objects: recorded by class name
+        record = json.loads(json.dumps(self.config(), default=lambda o: type(o).__name__))
+        science = _science(record)
         if path.exists():
             old = _science(json.loads(path.read_text()))
             if old != science:
-                changed = sorted(k for k in science if science.get(k) != old.get(k))
+                changed = sorted(k for k in {*science, *old} if science.get(k) != old.get(k))
                 raise UserError(f"{self.run_dir} holds a chain with other settings ({', '.join(changed)}); "
                                 "use a new --run_dir, or delete the old one")
-        atomic_write_json(path, self.config())
+        atomic_write_json(path, record)
 
     def run(self) -> dict:
         """Run (or continue) the chain; return the results dict also written to ``results.json``."""
@@ -178,16 +180,16 @@ class ChainRunner:
         if g > 0:
             t0 = time.time()
             prev = self.run_dir / f"gen{g - 1}" / "model.ckpt"
-            dataset = extract(load_classifier(prev).model, gen_dir / "data", self.extraction, seed=self.seed + g,
-                              source_sha256=sha256_file(prev), root=self.data.root,
-                              trainer_kwargs=self.trainer_kwargs, input_shape=(self.channels, self.size))
+            dataset = extract(load_module(prev).model, gen_dir / "data", self.extraction, seed=self.seed + g,
+                              source_sha256=sha256_file(prev), root=self.data["root"], trainer_kwargs=self.trainer_kwargs,
+                              input_shape=(self.shape["in_channels"], self.shape["input_size"]))
             extract_seconds = dataset.manifest.get("extract_seconds", time.time() - t0)
             self._figure(dataset, g, gen_dir / "extracted.png", logger)
         t0 = time.time()
         if not ckpt.exists():
             num_train = self._train(g, gen_dir, logger)
         train_seconds = time.time() - t0
-        module = load_classifier(ckpt)
+        module = load_module(ckpt)
         row = self._evaluate(module, g, logger)
         row.update(num_train_samples=num_train if num_train is not None else self._num_train(g),
                    train_seconds=round(train_seconds, 2), extract_seconds=round(extract_seconds, 2))
@@ -196,31 +198,21 @@ class ChainRunner:
         return row
 
     def _train(self, g: int, gen_dir: Path, logger) -> int | None:
-        if g == 0 and self.m0.ckpt_path:
-            load_classifier(self.m0.ckpt_path)  # validates the file before copying it in
-            shutil.copyfile(self.m0.ckpt_path, gen_dir / ".model.ckpt.tmp")
+        if g == 0 and self.m0_ckpt_path:
+            load_module(self.m0_ckpt_path)  # validates the file before copying it in
+            shutil.copyfile(self.m0_ckpt_path, gen_dir / ".model.ckpt.tmp")
             os.replace(gen_dir / ".model.ckpt.tmp", gen_dir / "model.ckpt")
             return self._num_train(0)
-        shape = dict(in_channels=self.channels, num_classes=self.num_classes, input_size=self.size)
         if g == 0:
-            c = self.m0
-            module = Classifier(c.arch, **shape, optimizer=c.optimizer, lr=c.lr, weight_decay=c.weight_decay,
-                                scheduler=c.scheduler, adv_eps=c.adv_eps, adv_steps=c.adv_steps,
-                                adv_step_size=c.adv_step_size)
-            dm = self._origin()
-            epochs = c.max_epochs
+            module, dm, epochs = Classifier(**self.model, **self.shape), self._origin(), {}
         else:
-            c = self.distill
-            module = Distiller(c.arch or self.m0.arch, **shape, optimizer=c.optimizer, lr=c.lr,
-                               weight_decay=c.weight_decay, scheduler=c.scheduler)
-            dm = ExtractedDataModule(str(gen_dir / "data"), origin=self.data.name, root=self.data.root,
-                                     download=self.data.download, batch_size=c.batch_size,
-                                     num_workers=c.num_workers, val_size=c.val_size, max_samples=c.max_samples,
-                                     augment=c.augment, split_seed=self.seed)
-            epochs = c.max_epochs
+            module = Distiller(**self.student, **self.shape)
+            dm = ExtractedDataModule(str(gen_dir / "data"), origin=self.data["name"], root=self.data["root"],
+                                     download=self.data["download"], split_seed=self.seed, **self.distill_data)
+            epochs = {"max_epochs": self.distill_epochs}
         ckpt_dir = gen_dir / "checkpoints"
         last = ckpt_dir / "last.ckpt"
-        trainer = self._trainer(max_epochs=epochs, default_root_dir=str(gen_dir), logger=logger or False,
+        trainer = self._trainer(**epochs, default_root_dir=str(gen_dir), logger=logger or False,
                                 callbacks=[ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0)])
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
         tmp = gen_dir / ".model.ckpt.tmp"
@@ -232,32 +224,31 @@ class ChainRunner:
         return len(dm.train_set)
 
     def _trainer(self, **forced) -> pl.Trainer:
-        """A fresh Trainer: the chain's ``trainer`` settings, with what this step needs on top."""
-        return pl.Trainer(**{"enable_model_summary": False, **self.trainer_kwargs, **forced})
+        """A fresh Trainer: the chain's ``trainer`` settings, with what this step needs on top (callbacks added)."""
+        callbacks = [*(self.trainer_kwargs.get("callbacks") or []), *forced.pop("callbacks", [])]
+        return pl.Trainer(**{"enable_model_summary": False, **self.trainer_kwargs, **forced, "callbacks": callbacks})
 
     def _num_train(self, g: int) -> int | None:
         """Training-set size of generation g's model (None for a handed-over M0: it is not known here)."""
-        if g == 0 and self.m0.ckpt_path:
+        if g == 0 and self.m0_ckpt_path:
             return None
         if g == 0:
             dm = self._origin()
             dm.setup("fit")
             return len(dm.train_set)
         ds = ExtractedDataset(self.run_dir / f"gen{g}" / "data", verify=False)
-        return len(holdout_split(ds, self.distill.val_size, self.distill.max_samples, self.seed)[0])
+        d = self.distill_data
+        return len(holdout_split(ds, d["val_size"], d["max_samples"], self.seed)[0])
 
     def _origin(self) -> OriginDataModule:
-        d = self.data
-        return OriginDataModule(d.name, root=d.root, download=d.download, batch_size=d.batch_size,
-                                num_workers=d.num_workers, augment=d.augment)
+        return OriginDataModule(**self.data)
 
     def _evaluate(self, module: Classifier, g: int, logger) -> dict:
         dm = self._origin()
         trainer = self._trainer(logger=False, enable_checkpointing=False)
         test_acc = float(trainer.test(module, datamodule=dm, verbose=False)[0]["test/acc"])
-        r = self.robustness
-        trainer = self._trainer(logger=False, enable_checkpointing=False, limit_test_batches=r.max_batches)
-        robust = evaluate_robustness(module.model, dm, r.eps, r.steps, r.rel_step_size, trainer=trainer)
+        trainer = self._trainer(logger=False, enable_checkpointing=False)
+        robust = evaluate_robustness(module.model, dm, self.robustness, trainer=trainer)
         row = {"generation": g, "test_accuracy": round(test_acc, 6),
                "robust_accuracy": {k: round(v, 6) for k, v in robust.items()}}
         rank_zero_only(print)(f"[chain] M{g}: test accuracy {100 * test_acc:.2f}% | " +
@@ -271,8 +262,8 @@ class ChainRunner:
         idx = dataset.final_indices()[:8].tolist()
         n = len(idx)
         x, z = dataset.__getitems__(idx)
-        subs = SubstituteDataset(self.extraction.substitute, n, self.channels, self.size, seed=self.seed + g,
-                                 root=self.data.root).images(range(n))
+        subs = SubstituteDataset(self.extraction.substitute, n, self.shape["in_channels"], self.shape["input_size"],
+                                 seed=self.seed + g, root=self.data["root"]).images(range(n))
         save_extraction_grid(subs, x, z, path, title=f"D{g}: substitutes (top) and extracted from M{g - 1} (bottom)")
         if logger is not None:
             logger.log_image("extracted", [str(path)])

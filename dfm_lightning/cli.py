@@ -1,25 +1,12 @@
-"""The ``dfm`` command: LightningCLI for ``fit validate test robustness``; jsonargparse for ``extract chain crosseval``.
+"""The ``dfm`` command. This module imports nothing heavy: ``dfm --help`` answers at once, and a subcommand loads
+Lightning (seconds) only when it runs (:mod:`dfm_lightning.commands`).
 
-Every subcommand takes ``--help``, ``--print_config`` and ``--config FILE.yaml``. Mistakes a user can fix
-end with one line on stderr (``dfm: error: ...``) and exit code 2, never a traceback.
+Every subcommand takes ``--help``, ``--print_config`` and stacked ``--config FILE.yaml`` (a bare name such as
+``--config quickstart`` or ``configs/quickstart.yaml`` also finds the configs shipped with the package). Mistakes a
+user can fix end with one line on stderr (``dfm: error: ...``) and exit code 2, never a traceback.
 """
 import sys
 from pathlib import Path
-
-import pytorch_lightning as pl
-from jsonargparse import ActionConfigFile, ArgumentParser, lazy_instance
-from pytorch_lightning.cli import LightningCLI
-from pytorch_lightning.utilities import rank_zero_only
-
-from dfm_lightning.chain import ChainRunner
-from dfm_lightning.data.origin import DATASET_SPECS, OriginDataModule
-from dfm_lightning.errors import UserError
-from dfm_lightning.evaluation.robustness import evaluate_robustness, format_table
-from dfm_lightning.extraction.extractor import ExtractionConfig, extract
-from dfm_lightning.logging import WandbLogger
-from dfm_lightning.modules import Classifier, load_classifier
-
-rank_zero_info = rank_zero_only(print)
 
 USAGE = """usage: dfm {fit,validate,test,robustness,extract,chain,crosseval} [--help] [--config FILE.yaml] ...
 
@@ -31,115 +18,87 @@ USAGE = """usage: dfm {fit,validate,test,robustness,extract,chain,crosseval} [--
   chain       M0 -> D1 -> M1 -> ... -> Mn (the whole paper pipeline), resumable
   crosseval   accuracy of every model on every extracted dataset (the paper's Table 4)
 
-Run `dfm SUBCOMMAND --help` for the options of one subcommand."""
+Run `dfm SUBCOMMAND --help` for the options of one subcommand. Configs shipped with the package
+(`--config NAME`, e.g. quickstart, fit/mnist_lenet, chain/mnist): `dfm configs` lists them."""
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "robustness")
+JSONARGPARSE_SUBCOMMANDS = ("chain", "extract", "crosseval")
 
 
-class DFMTrainer(pl.Trainer):
-    """Lightning's Trainer plus the ``robustness`` subcommand."""
-
-    def robustness(self, model: Classifier, datamodule: OriginDataModule | None = None, ckpt_path: str | None = None,
-                   eps: list[float] = [0, 1, 2, 3, 4], steps: int = 20, rel_step_size: float = 2.5) -> dict[str, float]:
-        """Accuracy under L2-PGD (steps of rel_step_size * eps / steps) on the origin test set, for each eps."""
-        if ckpt_path:
-            model = load_classifier(ckpt_path)
-        accs = evaluate_robustness(model.model, datamodule, eps, steps, rel_step_size, trainer=self)
-        print(format_table({Path(ckpt_path).name if ckpt_path else model.hparams.arch: accs}))
-        if isinstance(self.logger, WandbLogger):
-            import wandb
-
-            self.logger.experiment.log({"robustness": wandb.Table(columns=[f"eps={k}" for k in accs],
-                                                                   data=[list(accs.values())])})
-        return accs
+def packaged_configs() -> Path:
+    """The configs installed with the package (pyproject.toml ships ``configs/`` as ``dfm_lightning/configs``),
+    or the checkout's ``configs/`` (an editable install)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "configs"
+    return installed if installed.is_dir() else here.parent / "configs"
 
 
-class DFMCLI(LightningCLI):
-    """LightningCLI over :class:`Classifier` and :class:`OriginDataModule`; the model's input shape follows ``data.name``."""
-
-    @staticmethod
-    def subcommands() -> dict[str, set[str]]:
-        return {**LightningCLI.subcommands(), "robustness": {"model", "datamodule"}}
-
-    def add_arguments_to_parser(self, parser) -> None:
-        for i, key in enumerate(("model.in_channels", "model.input_size", "model.num_classes")):
-            parser.link_arguments("data.name", key, compute_fn=lambda name, i=i: DATASET_SPECS[name][i])
-
-
-def _lightning(argv: list[str]) -> None:
-    args = None if argv == sys.argv[1:] else argv  # LightningCLI reads sys.argv itself when run as `dfm`
-    DFMCLI(Classifier, OriginDataModule, trainer_class=DFMTrainer, args=args, seed_everything_default=0,
-           trainer_defaults={"logger": lazy_instance(WandbLogger)}, save_config_kwargs={"overwrite": True},
-           parser_kwargs={"prog": "dfm"})
+def resolve_config(value: str) -> str:
+    """``--config`` value -> a path: an existing file as given; else a shipped config by name, with or without
+    ``.yaml`` and a leading ``configs/`` (so README commands work outside a checkout); else unchanged."""
+    if Path(value).exists() or value.lstrip().startswith("{"):
+        return value
+    name = value.removeprefix("configs/")
+    for candidate in (name, f"{name}.yaml"):
+        path = packaged_configs() / candidate
+        if path.is_file():
+            return str(path)
+    return value
 
 
-def _parser(prog: str, description: str) -> ArgumentParser:
-    parser = ArgumentParser(prog=f"dfm {prog}", description=description)
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options below")
-    return parser
+def resolve_configs(argv: list[str]) -> list[str]:
+    out, after_config = [], False
+    for arg in argv:
+        if after_config:
+            arg = resolve_config(arg)
+        elif arg.startswith("--config="):
+            arg = "--config=" + resolve_config(arg.split("=", 1)[1])
+        after_config = arg == "--config"
+        out.append(arg)
+    return out
 
 
-def _chain(argv: list[str]) -> None:
-    parser = _parser("chain", "Run (or continue) the chain M0 -> D1 -> M1 -> ... -> Mn into --run_dir.")
-    parser.add_class_arguments(ChainRunner)
-    cfg = parser.instantiate_classes(parser.parse_args(argv))
-    cfg.pop("config", None)
-    cfg.pop("__path__", None)
-    runner = ChainRunner(**cfg.as_dict() | {k: cfg[k] for k in cfg.keys() if "." not in k})
-    result = runner.run()
-    rank_zero_info(f"[chain] done: {runner.run_dir / 'results.json'}, {runner.run_dir / 'results.md'}, "
-                   f"{runner.run_dir / 'accuracy.png'} ({len(result['generations'])} generations)")
+def list_configs() -> str:
+    root = packaged_configs()
+    return "\n".join(str(p.relative_to(root).with_suffix("")) for p in sorted(root.rglob("*.yaml")))
 
 
-def extract_command(ckpt_path: str, out_dir: str, extraction: ExtractionConfig = ExtractionConfig(), seed: int = 0,
-                    root: str | None = None, trainer: dict | None = None) -> None:
-    """DfM from one checkpoint into out_dir (resumable; an existing different extraction is never overwritten)."""
-    from dfm_lightning.data.extracted import sha256_file
-
-    module = load_classifier(ckpt_path)
-    hp = module.hparams
-    ds = extract(module.model, out_dir, extraction, seed=seed, source_sha256=sha256_file(ckpt_path), root=root,
-                 trainer_kwargs=trainer, input_shape=(hp.in_channels, hp.input_size))
-    rank_zero_info(f"[extract] {len(ds)} images in {out_dir} (manifest.json)")
-
-
-def _extract(argv: list[str]) -> None:
-    parser = _parser("extract", extract_command.__doc__)
-    parser.add_function_arguments(extract_command)
-    cfg = parser.instantiate_classes(parser.parse_args(argv))
-    extract_command(**{k: cfg[k] for k in ("ckpt_path", "out_dir", "extraction", "seed", "root", "trainer")})
-
-
-def crosseval_command(datasets: list[str], checkpoints: list[str], out_dir: str, num_samples: int = 10000,
-                      trainer: dict | None = None) -> None:
-    """Accuracy of every checkpoint on every extracted dataset, labels = argmax of the stored logits (Table 4)."""
-    from dfm_lightning.evaluation.crosseval import crosseval, write_crosseval
-
-    result = crosseval(datasets, checkpoints, num_samples, trainer_kwargs=trainer)
-    write_crosseval(result, out_dir)
-    print((Path(out_dir) / "crosseval.md").read_text())
-
-
-def _crosseval(argv: list[str]) -> None:
-    parser = _parser("crosseval", crosseval_command.__doc__)
-    parser.add_function_arguments(crosseval_command)
-    cfg = parser.parse_args(argv)
-    crosseval_command(**{k: cfg[k] for k in ("datasets", "checkpoints", "out_dir", "num_samples", "trainer")})
-
-
-COMMANDS = {"extract": _extract, "chain": _chain, "crosseval": _crosseval}
+def _one_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines)[:600]
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``dfm`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    if argv[0] == "configs":
+        print(list_configs())
+        return
+    sub = argv[0]
+    if sub not in LIGHTNING_SUBCOMMANDS + JSONARGPARSE_SUBCOMMANDS:
+        print(f"dfm: error: unknown subcommand {sub!r}; choose one of "
+              f"{', '.join(LIGHTNING_SUBCOMMANDS + JSONARGPARSE_SUBCOMMANDS)} (dfm --help)", file=sys.stderr)
+        sys.exit(2)
+    from jsonargparse import ArgumentError
+
+    from dfm_lightning.errors import UserError
+
     try:
-        if not argv or argv[0] in ("-h", "--help"):
-            print(USAGE)
-        elif argv[0] in COMMANDS:
-            COMMANDS[argv[0]](argv[1:])
+        from dfm_lightning import commands
+
+        argv = resolve_configs(argv)
+        if sub in JSONARGPARSE_SUBCOMMANDS:
+            commands.COMMANDS[sub](argv[1:])
         else:
-            _lightning(argv)
+            commands.lightning(argv)
     except UserError as e:
         print(f"dfm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except ArgumentError as e:
+        print(f"dfm {sub}: error: {_one_line(e)} (see `dfm {sub} --help`)", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("dfm: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)

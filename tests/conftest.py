@@ -28,13 +28,12 @@ def run_dfm(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) 
 
 
 TINY_CHAIN = [
-    "--generations", "2", "--data.name", "digits", "--data.batch_size", "64",
-    "--m0.max_epochs", "8", "--m0.lr", "0.003",
+    "--trainer", "{accelerator: cpu, devices: 1, enable_progress_bar: false, max_epochs: 8}",
+    "--generations", "2", "--data.name", "digits", "--data.batch_size", "64", "--model.lr", "0.003",
     "--extraction.substitute", "sample_photos", "--extraction.num_samples", "1500", "--extraction.steps", "20",
     "--extraction.step_size", "0.15", "--extraction.shard_size", "500",
-    "--distill.max_epochs", "6", "--distill.lr", "0.003", "--distill.batch_size", "64", "--distill.val_size", "200",
+    "--distill_epochs", "6", "--distill.lr", "0.003", "--distill_data.batch_size", "64", "--distill_data.val_size", "200",
     "--robustness.eps", "[0, 1]", "--robustness.steps", "5", "--robustness.max_batches", "2",
-    "--trainer", "{accelerator: cpu, devices: 1, enable_progress_bar: false}",
 ]
 
 

@@ -8,8 +8,6 @@ import pytest
 from conftest import CONFIGS, REPO, TINY_CHAIN, run_dfm
 from wandb_records import logged
 
-LIGHTNING_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml") if "chain" not in p.name and p.name != "quickstart.yaml")
-CHAIN_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name not in LIGHTNING_CONFIGS)
 
 
 def assert_one_line_error(proc, *needles: str) -> None:
@@ -33,53 +31,39 @@ def test_subcommand_help(tmp_path, sub):
     assert proc.returncode == 0 and "--config" in proc.stdout and "--print_config" in proc.stdout
 
 
-@pytest.mark.parametrize("name", LIGHTNING_CONFIGS)
-def test_lightning_configs_print(tmp_path, name):
-    proc = run_dfm("fit", "--config", str(CONFIGS / name), "--print_config", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "arch:" in proc.stdout and "name:" in proc.stdout
-
-
-@pytest.mark.parametrize("name", CHAIN_CONFIGS)
-def test_chain_configs_print(tmp_path, name):
-    proc = run_dfm("chain", "--config", str(CONFIGS / name), "--print_config", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "extraction:" in proc.stdout and "num_samples:" in proc.stdout
-
-
 def test_robustness_max_batches_count_stays_an_int(tmp_path):
     # 1 must stay a count of one batch: as the float 1.0 Lightning would read it as "all test batches"
-    proc = run_dfm("chain", "--config", str(CONFIGS / "quickstart.yaml"), "--robustness.max_batches", "1",
+    proc = run_dfm("chain", "--config", "configs/quickstart.yaml", "--robustness.max_batches", "1",
                    "--print_config", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "max_batches: 1\n" in proc.stdout
 
 
 def test_fit_then_robustness(tmp_path):
-    proc = run_dfm("fit", "--config", str(CONFIGS / "digits_lenet.yaml"), "--trainer.max_epochs", "2",
+    proc = run_dfm("fit", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--trainer.max_epochs", "2",
                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", "out", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = next(tmp_path.rglob("*.ckpt"))
-    proc = run_dfm("robustness", "--config", str(CONFIGS / "digits_lenet.yaml"), "--ckpt_path", str(ckpt),
-                   "--eps", "[0, 1]", "--steps", "3", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    proc = run_dfm("robustness", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--ckpt_path", str(ckpt),
+                   "--protocol.eps", "[0, 1]", "--protocol.steps", "3", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     header, _, row = proc.stdout.strip().splitlines()[-3:]
     assert "eps=0" in header and "eps=1" in header
     clean, eps1 = (float(v) for v in row.strip("| ").split("|")[1:])
     assert 30 < clean <= 100 and eps1 <= clean
-    proc = run_dfm("robustness", "--config", str(CONFIGS / "digits_lenet.yaml"), "--ckpt_path", str(ckpt),
-                   "--eps", "[-1]", cwd=tmp_path)
+    proc = run_dfm("robustness", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--ckpt_path", str(ckpt),
+                   "--protocol.eps", "[-1]", cwd=tmp_path)
     assert_one_line_error(proc, "eps", ">= 0")
 
 
 def test_missing_dataset(tmp_path):
-    proc = run_dfm("fit", "--config", str(CONFIGS / "mnist_lenet.yaml"), "--data.root", str(tmp_path / "nowhere"),
+    proc = run_dfm("fit", "--config", str(CONFIGS / "fit" / "mnist_lenet.yaml"), "--data.root", str(tmp_path / "nowhere"),
                    "--data.download", "false", "--trainer.max_epochs", "1", cwd=tmp_path)
     assert_one_line_error(proc, "not found", str(tmp_path / "nowhere"))
 
 
 def test_unknown_architecture(tmp_path):
-    proc = run_dfm("fit", "--config", str(CONFIGS / "digits_lenet.yaml"), "--model.arch", "alexnet", cwd=tmp_path)
+    proc = run_dfm("fit", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--model.arch", "alexnet", cwd=tmp_path)
     assert_one_line_error(proc, "alexnet", "lenet", "resnet18")
 
 
@@ -92,7 +76,7 @@ def test_bad_wandb_mode_is_one_line_and_empty_means_unset(tmp_path, monkeypatch)
     proc = run_dfm("chain", "--config", str(CONFIGS / "quickstart.yaml"), "--run_dir", "r", cwd=tmp_path,
                    env={"WANDB_MODE": "ofline"})
     assert_one_line_error(proc, "WANDB_MODE='ofline'", "offline")
-    from dfm_lightning.logging import resolve_wandb_mode
+    from dfm_lightning.loggers import resolve_wandb_mode
 
     monkeypatch.setenv("WANDB_MODE", "")
     assert resolve_wandb_mode("disabled") == "disabled" and "WANDB_MODE" not in os.environ
@@ -185,7 +169,7 @@ def test_crosseval(tiny_chain, tmp_path):
 def test_cross_architecture_chain(tiny_chain, tmp_path):
     args = [a for a in TINY_CHAIN]
     args[args.index("--generations") + 1] = "1"
-    proc = run_dfm("chain", "--run_dir", "x", *args, "--m0.ckpt_path", str(tiny_chain / "gen0" / "model.ckpt"),
+    proc = run_dfm("chain", "--run_dir", "x", *args, "--m0_ckpt_path", str(tiny_chain / "gen0" / "model.ckpt"),
                    "--distill.arch", "mlp", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     import torch
@@ -202,7 +186,7 @@ def test_cross_architecture_chain(tiny_chain, tmp_path):
 
 def test_wandb_falls_back_to_offline_by_itself(tmp_path):
     env = {"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(tmp_path), "NETRC": str(tmp_path / "none")}
-    proc = run_dfm("fit", "--config", str(CONFIGS / "digits_lenet.yaml"), "--trainer.max_epochs", "1",
+    proc = run_dfm("fit", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--trainer.max_epochs", "1",
                    "--trainer.limit_train_batches", "2", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false", cwd=tmp_path,
                    env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -211,3 +195,75 @@ def test_wandb_falls_back_to_offline_by_itself(tmp_path):
     run = next((tmp_path / "runs" / "wandb").glob("offline-run-*"))
     history, _ = logged(run)
     assert "train/loss" in history and "epoch" in history
+
+
+@pytest.mark.parametrize("sub,args", [
+    ("chain", ["--config", "configs/quickstart.yaml", "--run_dir", "r"]),
+    ("extract", ["--ckpt_path", "m.ckpt", "--out_dir", "d"]),
+    ("crosseval", ["--datasets", "[d]", "--checkpoints", "[m.ckpt]", "--out_dir", "x"]),
+])
+def test_unknown_trainer_key_is_one_line(tmp_path, sub, args):
+    for bad in (["--trainer.acelerator", "cpu"], ["--trainer", "{acelerator: cpu}"]):
+        proc = run_dfm(sub, *args, *bad, cwd=tmp_path)
+        assert proc.returncode == 2
+        assert_one_line_error(proc, f"dfm {sub}: error:", "acelerator")
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_trainer_options_are_typed(tmp_path):
+    proc = run_dfm("chain", "--config", "configs/quickstart.yaml", "--trainer.max_epochs", "1",
+                   "--trainer.enable_progress_bar", "false", "--print_config", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trainer = proc.stdout.split("\ntrainer:\n", 1)[1]
+    assert "\n  max_epochs: 1\n" in trainer and "\n  enable_progress_bar: false\n" in trainer
+
+
+def test_top_level_help_imports_nothing_heavy():
+    code = "import sys; from dfm_lightning.cli import main; main(['--help']); print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pytorch_lightning', 'jsonargparse', 'wandb')))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("[]"), proc.stdout[-500:]
+
+
+def test_lightning_optimizer_flags_are_off(tmp_path):
+    proc = run_dfm("fit", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--optimizer", "SGD", cwd=tmp_path)
+    assert_one_line_error(proc, "optimizer")
+    assert proc.returncode == 2
+
+
+def test_handed_over_m0_architecture_is_the_students_default(tmp_path):
+    """A chain handed an `mlp` M0 distils `mlp` students unless distill.arch says otherwise."""
+    import pytorch_lightning as pl
+    import torch
+
+    from dfm_lightning.data import OriginDataModule
+    from dfm_lightning.modules import Classifier, Distiller, checkpoint_info, load_module
+
+    pl.seed_everything(0)
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Classifier("mlp", lr=3e-3), datamodule=OriginDataModule("digits", batch_size=64))
+    trainer.save_checkpoint(tmp_path / "mlp.ckpt", weights_only=True)
+    assert checkpoint_info(tmp_path / "mlp.ckpt")["class"] == "Classifier"
+    args = [a for a in TINY_CHAIN]
+    args[args.index("--generations") + 1] = "1"
+    proc = run_dfm("chain", "--run_dir", "x", *args, "--m0_ckpt_path", str(tmp_path / "mlp.ckpt"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpt = torch.load(tmp_path / "x" / "gen1" / "model.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["arch"] == "mlp"
+    assert ckpt["dfm_module"] == {"class": "Distiller", "arch": "mlp"}
+    assert isinstance(load_module(tmp_path / "x" / "gen1" / "model.ckpt"), Distiller)
+
+
+def test_checkpoint_written_before_the_class_record_still_loads(tmp_path):
+    """Older DtM checkpoints carried a `distill` hyper-parameter instead of the class record."""
+    import torch
+
+    from dfm_lightning.modules import Distiller, load_module
+
+    state = {"state_dict": Distiller("lenet").state_dict(),
+             "hyper_parameters": {"arch": "lenet", "in_channels": 1, "num_classes": 10, "input_size": 28,
+                                  "optimizer": "adam", "lr": 0.002, "weight_decay": 0.0, "momentum": 0.9,
+                                  "scheduler": "none", "distill": True}}
+    torch.save(state, tmp_path / "old.ckpt")
+    assert isinstance(load_module(tmp_path / "old.ckpt"), Distiller)

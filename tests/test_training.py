@@ -3,7 +3,8 @@ import torch
 
 from dfm_lightning.data import OriginDataModule
 from dfm_lightning.evaluation import evaluate_robustness
-from dfm_lightning.modules import Classifier, Distiller, load_classifier
+from dfm_lightning.evaluation import Robustness
+from dfm_lightning.modules import Classifier, Distiller, load_module
 
 CPU = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
 
@@ -19,12 +20,12 @@ def test_digits_training_learns_and_checkpoint_loads_weights_only(tmp_path):
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     ckpt = torch.load(tmp_path / "m.ckpt", weights_only=True)  # plain hyper-parameters only
     assert ckpt["hyper_parameters"]["arch"] == "lenet"
-    loaded = load_classifier(tmp_path / "m.ckpt")
+    loaded = load_module(tmp_path / "m.ckpt")
     x = torch.rand(4, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(loaded(x), model.eval()(x))
-    robust = evaluate_robustness(loaded.model, dm, eps=[0, 2], steps=5,
-                                 trainer=pl.Trainer(inference_mode=False, limit_test_batches=2, **CPU))
+    robust = evaluate_robustness(loaded.model, dm, Robustness(eps=[0, 2], steps=5, max_batches=2),
+                                 trainer=pl.Trainer(**CPU))
     assert robust["0"] > 0.8 and robust["2"] < robust["0"]
 
 
@@ -44,8 +45,7 @@ def test_distiller_loss_is_mean_squared_l2():
 
     z, t = torch.zeros(2, 3), torch.tensor([[1.0, 2.0, 2.0], [0.0, 0.0, 1.0]])
     assert logit_l2(z, t).item() == (9 + 1) / 2
-    d = Distiller("lenet")
-    assert d.hparams.distill is True and "adv_eps" not in d.hparams
+    assert "adv_eps" not in Distiller("lenet").hparams
 
 
 def test_diverging_distillation_stops_with_one_clear_error():

@@ -9,8 +9,14 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy_per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The untargeted attack's loss (adversarial training, robustness): one cross-entropy per sample."""
+    return F.cross_entropy(logits, y, reduction="none")
 
 
 def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:

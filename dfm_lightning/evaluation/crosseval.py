@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from dfm_lightning.data.extracted import ExtractedDataset, atomic_write_bytes, atomic_write_json, sha256_file
 from dfm_lightning.data.origin import ImageDataset, keep_batch
-from dfm_lightning.modules.classifier import load_classifier
+from dfm_lightning.modules import load_module
 
 
 def labelled_by_logits(path: str | Path, num_samples: int) -> ImageDataset:
@@ -27,7 +27,7 @@ def crosseval(datasets: list[str], checkpoints: list[str], num_samples: int = 10
                for d in datasets]
     matrix = []
     for ckpt in checkpoints:
-        module = load_classifier(ckpt)
+        module = load_module(ckpt)
         trainer = pl.Trainer(**{"logger": False, "enable_model_summary": False, "enable_progress_bar": False,
                                 **(trainer_kwargs or {})})
         matrix.append([float(trainer.test(module, dataloaders=loader, verbose=False)[0]["test/acc"]) for loader in loaders])

@@ -3,15 +3,27 @@
 Runs as ``Trainer.test`` with ``inference_mode=False`` so it gets Lightning's progress bar, devices and
 DDP metric sync; eps = 0 is clean accuracy.
 """
+from dataclasses import dataclass, field
+
 import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from dfm_lightning.attacks import l2_pgd
+from dfm_lightning.attacks import cross_entropy_per_sample, l2_pgd
 from dfm_lightning.errors import UserError
-from dfm_lightning.models import num_classes_of
-from dfm_lightning.modules.classifier import cross_entropy_per_sample, freeze
+from dfm_lightning.models import freeze, num_classes_of
+
+
+@dataclass
+class Robustness:
+    """The protocol: untargeted L2-PGD with ``steps`` steps of ``rel_step_size * eps / steps`` for each ``eps``
+    (0 = clean accuracy). ``max_batches`` limits the test batches (an int count, or a fraction of the test set)."""
+
+    eps: list[float] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    steps: int = 20
+    rel_step_size: float = 2.5
+    max_batches: int | float = 1.0
 
 
 def eps_key(eps: float) -> str:
@@ -22,7 +34,7 @@ def eps_key(eps: float) -> str:
 class RobustnessEval(pl.LightningModule):
     """Wraps a frozen model; ``test_step`` logs ``robust/acc_eps{e}`` for every eps."""
 
-    def __init__(self, model: nn.Module, eps: list[float], steps: int = 20, rel_step_size: float = 2.5):
+    def __init__(self, model: nn.Module, eps: list[float], steps: int, rel_step_size: float):
         super().__init__()
         bad = [e for e in eps if e < 0]
         if bad or steps < 0:
@@ -42,16 +54,18 @@ class RobustnessEval(pl.LightningModule):
             self.log(f"robust/acc_eps{eps_key(eps)}", acc, prog_bar=len(self.eps) <= 3)
 
 
-def evaluate_robustness(model: nn.Module, datamodule: pl.LightningDataModule, eps: list[float], steps: int = 20,
-                        rel_step_size: float = 2.5, trainer: pl.Trainer | None = None,
-                        max_batches: int | float = 1.0) -> dict[str, float]:
-    """Accuracy under L2-PGD for each eps on the datamodule's test set, as {eps_key: fraction}."""
-    evaluator = RobustnessEval(model, eps, steps, rel_step_size)
-    trainer = trainer or pl.Trainer(inference_mode=False, logger=False, enable_checkpointing=False,
-                                    limit_test_batches=max_batches, enable_model_summary=False)
+def evaluate_robustness(model: nn.Module, datamodule: pl.LightningDataModule, protocol: Robustness = Robustness(),
+                        trainer: pl.Trainer | None = None) -> dict[str, float]:
+    """Accuracy under L2-PGD for each eps on the datamodule's test set, as {eps_key: fraction}.
+
+    A given ``trainer`` keeps its own devices and callbacks; its test-batch limit becomes ``protocol.max_batches``."""
+    p = protocol
+    evaluator = RobustnessEval(model, p.eps, p.steps, p.rel_step_size)
+    trainer = trainer or pl.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False)
+    trainer.limit_test_batches = p.max_batches  # what Trainer(limit_test_batches=...) sets: int = count, float = share
     trainer.test_loop.inference_mode = False  # PGD needs gradients w.r.t. the inputs
     trainer.test(evaluator, datamodule=datamodule, verbose=False)
-    return {eps_key(e): float(trainer.callback_metrics[f"robust/acc_eps{eps_key(e)}"]) for e in eps}
+    return {eps_key(e): float(trainer.callback_metrics[f"robust/acc_eps{eps_key(e)}"]) for e in p.eps}
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:

@@ -27,8 +27,7 @@ from dfm_lightning.data.extracted import (
 from dfm_lightning.data.substitute import SubstituteDataset
 from dfm_lightning.errors import UserError
 from dfm_lightning.extraction.virtual_logits import VirtualLogits
-from dfm_lightning.models import num_classes_of
-from dfm_lightning.modules.classifier import freeze
+from dfm_lightning.models import freeze, num_classes_of
 
 
 @dataclass
@@ -48,6 +47,16 @@ class ExtractionConfig:
     shard_size: int = 1000
     num_workers: int = 0
     virtual_logits: VirtualLogits = field(default_factory=VirtualLogits)
+
+    def __post_init__(self) -> None:  # checked when the config is built, before any work
+        if self.num_samples <= 0 or self.shard_size <= 0 or self.steps < 0 or self.step_size < 0:
+            raise UserError("extraction needs num_samples, shard_size > 0 and steps, step_size >= 0; got "
+                            f"num_samples={self.num_samples}, shard_size={self.shard_size}, steps={self.steps}, "
+                            f"step_size={self.step_size}")
+        if any(not 0 <= k < self.steps for k in self.snapshot_steps or []):
+            raise UserError(f"extraction snapshot_steps must lie in [0, steps={self.steps}), got {self.snapshot_steps}")
+        if self.eps is not None and self.eps < 0:
+            raise UserError(f"extraction eps must be >= 0 or null (unbounded), got {self.eps}")
 
 
 def logit_distance(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -126,12 +135,6 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
     ``input_shape`` = (channels, size) of the model's inputs. A directory holding an extraction with a
     different config or source is refused rather than overwritten.
     """
-    if config.num_samples <= 0 or config.shard_size <= 0 or config.steps < 0 or config.step_size < 0:
-        raise UserError(f"extraction needs num_samples, shard_size > 0 and steps, step_size >= 0; got {config}")
-    if any(not 0 <= k < config.steps for k in config.snapshot_steps or []):
-        raise UserError(f"extraction snapshot_steps must lie in [0, steps={config.steps}), got {config.snapshot_steps}")
-    if config.eps is not None and config.eps < 0:
-        raise UserError(f"extraction eps must be >= 0 or null (unbounded), got {config.eps}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     described = {k: v for k, v in asdict(config).items() if k != "num_workers"}

@@ -1,7 +1,7 @@
 """A small MLP: the cheapest second architecture for cross-architecture DtM on 28x28 data."""
 from torch import nn
 
-from dfm_lightning.models import Normalize, register_model
+from dfm_lightning.models.registry import Normalize, register_model
 
 
 @register_model

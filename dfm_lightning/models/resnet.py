@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dfm_lightning.models import Normalize, register_model
+from dfm_lightning.models.registry import Normalize, register_model
 
 
 class BasicBlock(nn.Module):

@@ -1,7 +1,7 @@
 """VGG with batch norm for 32x32 inputs. vgg8 is the paper's: one conv between each max-pool."""
 from torch import nn
 
-from dfm_lightning.models import Normalize, register_model
+from dfm_lightning.models.registry import Normalize, register_model
 
 _CFGS = {
     "vgg8": [64, "M", 128, "M", 256, "M", 512, "M", 512, "M"],

@@ -1,39 +1,43 @@
-"""M0: a registry model trained with cross-entropy, optionally with L2-PGD adversarial training (Madry et al.)."""
+"""What M0 and DtM share (:class:`ImageModel`), and M0 itself: a registry model trained with cross-entropy,
+optionally with L2-PGD adversarial training (Madry et al.)."""
 import math
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch import nn
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from dfm_lightning.attacks import l2_pgd
+from dfm_lightning.attacks import cross_entropy_per_sample, l2_pgd
 from dfm_lightning.errors import UserError
 from dfm_lightning.models import create_model
 
-
-def cross_entropy_per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, y, reduction="none")
+CHECKPOINT_KEY = "dfm_module"  # {"class": ..., "arch": ...}: what a checkpoint holds, read by load_module
 
 
 class ImageModel(pl.LightningModule):
     """What M0 and DtM share: a fresh registry model, accuracy metrics, evaluation steps and the optimiser.
 
-    ``scheduler``: ``cosine`` (per step, to zero) or ``none``. Subclasses save their own plain
-    hyper-parameters, so checkpoints load with ``torch.load(..., weights_only=True)``.
+    ``arch_kwargs`` go to the architecture's builder (e.g. ``{convs: [16, 32]}`` for ``lenet``).
+    ``scheduler``: ``cosine`` (per step, to zero) or ``none``. The optimiser is the module's own option,
+    not LightningCLI's ``--optimizer``, so a checkpoint's hyper-parameters say what trained it. Subclasses save
+    their own plain hyper-parameters, so checkpoints load with ``torch.load(..., weights_only=True)``, and every
+    checkpoint records its module class and architecture.
     """
 
     def __init__(self, arch: str, in_channels: int, num_classes: int, input_size: int, optimizer: str, lr: float,
-                 weight_decay: float, momentum: float, scheduler: str):
+                 weight_decay: float, momentum: float, scheduler: str, arch_kwargs: dict | None):
         super().__init__()
         if optimizer not in ("adam", "sgd") or scheduler not in ("cosine", "none"):
             raise UserError(f"optimizer must be adam|sgd and scheduler cosine|none, got {optimizer!r}, {scheduler!r}")
         self.opt = dict(optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, scheduler=scheduler)
-        self.model = create_model(arch, in_channels=in_channels, num_classes=num_classes, input_size=input_size)
+        self.model = create_model(arch, in_channels=in_channels, num_classes=num_classes, input_size=input_size,
+                                  **(arch_kwargs or {}))
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = {"class": type(self).__name__, "arch": self.hparams.arch}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -68,8 +72,10 @@ class Classifier(ImageModel):
 
     def __init__(self, arch: str = "lenet", in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
                  optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
-                 scheduler: str = "cosine", adv_eps: float = 0.0, adv_steps: int = 10, adv_step_size: float | None = None):
-        super().__init__(arch, in_channels, num_classes, input_size, optimizer, lr, weight_decay, momentum, scheduler)
+                 scheduler: str = "cosine", adv_eps: float = 0.0, adv_steps: int = 10, adv_step_size: float | None = None,
+                 arch_kwargs: dict | None = None):
+        super().__init__(arch, in_channels, num_classes, input_size, optimizer, lr, weight_decay, momentum, scheduler,
+                         arch_kwargs)
         if adv_eps < 0 or adv_steps < 0:
             raise UserError(f"adv_eps and adv_steps must be >= 0, got adv_eps={adv_eps}, adv_steps={adv_steps}")
         self.save_hyperparameters()
@@ -94,31 +100,3 @@ class Classifier(ImageModel):
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, prog_bar=True)
         return loss
-
-
-def load_classifier(path: str | Path) -> ImageModel:
-    """Load a Classifier or Distiller checkpoint with ``weights_only=True``; a bad path is a one-line error."""
-    from dfm_lightning.modules.distill import Distiller
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} not found; pass the path of a .ckpt written by `dfm fit` or `dfm chain`")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI adds _instantiator
-        cls = Distiller if hp.get("distill", False) else Classifier
-        module = cls(**hp)
-        module.load_state_dict(ckpt["state_dict"])
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"checkpoint {path} could not be loaded ({type(e).__name__}: {e}); is it a dfm checkpoint?") from None
-    return module.eval()
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    """Eval mode and no weight gradients: how a previous generation is used by DfM and evaluation."""
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model

@@ -19,8 +19,9 @@ class Distiller(ImageModel):
 
     def __init__(self, arch: str = "lenet", in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
                  optimizer: str = "adam", lr: float = 2e-3, weight_decay: float = 0.0, momentum: float = 0.9,
-                 scheduler: str = "none", distill: bool = True):
-        super().__init__(arch, in_channels, num_classes, input_size, optimizer, lr, weight_decay, momentum, scheduler)
+                 scheduler: str = "none", arch_kwargs: dict | None = None):
+        super().__init__(arch, in_channels, num_classes, input_size, optimizer, lr, weight_decay, momentum, scheduler,
+                         arch_kwargs)
         self.save_hyperparameters()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
