@@ -1,88 +1,71 @@
-"""Which student learns an extracted dataset best? A plain PyTorch DtM loop (L2 logit loss, Adam, batch 128) per
-student architecture and seed, scored each epoch on the first 10k MNIST *training* images (M1 never sees origin data,
-and the test set stays untouched). Students: any registry name, or the LeNet-5 variants below.
+"""Which DtM student learns an extracted dataset best? A Distiller (the chain's DtM module) per student
+architecture, recipe and seed, scored on the first ``--holdout`` MNIST *training* images (the student never sees
+origin data, and the test set stays untouched).
 
-    python bench/dtm_students.py RUN/gen1/data [MORE_DATA ...] --arch lenet --seed 1 [--epochs 15] [--lr 0.002] [--sched const|tail] [--ema 0.999] [--num_samples N]
+    python bench/dtm_students.py RUN/gen1/data [MORE_DATA ...] --arch lenet [--arch_kwargs '{"batch_norm": true}'] \
+        [--seed 1] [--epochs 15] [--lr 0.002] [--scheduler none|cosine] [--num_samples N] [--final_only]
 
-Several dataset directories are concatenated (e.g. the trajectory points of `bench/trajectory_ablation.py`);
-``--num_samples N`` keeps the first N samples (the number-of-images ablation); ``--final_only`` drops stored
-trajectory snapshots (the paper's storage, from the same extraction).
+Several dataset directories are concatenated; ``--num_samples N`` keeps the first N samples (the number-of-images
+ablation); ``--final_only`` drops stored trajectory snapshots (`dfm extract --extraction.snapshot_steps`), i.e. the
+paper's storage from the same extraction. Prints one JSON line with the held-out accuracy after every epoch.
 """
 import argparse
-import copy
 import json
-import math
 import time
 
+import pytorch_lightning as pl
 import torch
-from torch import nn
+from torch.utils.data import DataLoader
 
-from dfm_lightning.data import ExtractedDataset
-from dfm_lightning.data.origin import load_origin
-from dfm_lightning.models import Normalize, create_model
-
-
-VARIANTS = ("lenet_leaky", "lenet_bn", "lenet_widefc")
+from dfm_lightning.data import ExtractedDataset, load_origin
+from dfm_lightning.data.origin import ImageDataset, keep_batch
+from dfm_lightning.modules import Distiller
 
 
-def lenet5_variant(kind: str) -> nn.Module:
-    """LeNet-5 with LeakyReLU (``lenet_leaky``), batch norm (``lenet_bn``) or fc 512-256 (``lenet_widefc``)."""
-    if kind == "lenet_leaky":
-        return nn.Sequential(*[nn.LeakyReLU(0.1) if isinstance(m, nn.ReLU) else m for m in create_model("lenet")])
-    bn2, bn1 = (nn.BatchNorm2d, nn.BatchNorm1d) if kind == "lenet_bn" else (nn.Identity, nn.Identity)
-    f1, f2 = (512, 256) if kind == "lenet_widefc" else (120, 84)
-    return nn.Sequential(Normalize(), nn.Conv2d(1, 6, 5, padding=2), bn2(6), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(6, 16, 5), bn2(16), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(400, f1), bn1(f1), nn.ReLU(), nn.Linear(f1, f2), bn1(f2), nn.ReLU(), nn.Linear(f2, 10))
+class HeldOutAccuracy(pl.Callback):
+    """Accuracy on the held-out origin images after every training epoch."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader, self.per_epoch = loader, []
+
+    @torch.no_grad()
+    def on_train_epoch_end(self, trainer, module) -> None:
+        module.eval()
+        hits = sum((module(x).argmax(1) == y).sum().item() for x, y in self.loader)
+        self.per_epoch.append(round(100 * hits / len(self.loader.dataset), 2))
+        module.train()
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", nargs="+")
     p.add_argument("--arch", default="lenet")
+    p.add_argument("--arch_kwargs", type=json.loads, default=None, help="JSON, passed to the registry builder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--sched", choices=("const", "tail"), default="const", help="tail: lr x0.1 for the last 20%% of steps")
-    p.add_argument("--ema", type=float, default=0.0, help="score an exponential moving average of the weights")
+    p.add_argument("--scheduler", choices=("none", "cosine"), default="none")
+    p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--num_samples", type=int, default=None, help="train on the first N samples only")
     p.add_argument("--final_only", action="store_true", help="final DfM iterates only (no trajectory snapshots)")
+    p.add_argument("--holdout", type=int, default=10000, help="score on the first N MNIST training images")
     a = p.parse_args()
     torch.set_num_threads(1)
-    xt, yt = load_origin("mnist", train=True)
-    xt, yt = xt[:10000].float() / 255, yt[:10000]
     parts = [ExtractedDataset(d) for d in a.data]
     picked = [ds.final_indices() if a.final_only else range(len(ds)) for ds in parts]
     x, z = (torch.cat(t)[:a.num_samples] for t in zip(*(ds.__getitems__(list(i)) for ds, i in zip(parts, picked))))
-    torch.manual_seed(a.seed)
-    net = lenet5_variant(a.arch) if a.arch in VARIANTS else create_model(a.arch)
-    opt = torch.optim.Adam(net.parameters(), a.lr)
-    ema = copy.deepcopy(net)
-
-    def score(m: nn.Module) -> float:
-        with torch.no_grad():
-            return round(100 * (m.eval()(xt).argmax(1) == yt).float().mean().item(), 2)
-
-    total, step, per_epoch, t0 = a.epochs * math.ceil(len(x) / 128), 0, [], time.time()
-    for _ in range(a.epochs):
-        net.train()
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 128):
-            for g in opt.param_groups:
-                g["lr"] = a.lr * (0.1 if a.sched == "tail" and step >= 0.8 * total else 1.0)
-            b = perm[i:i + 128]
-            loss = (net(x[b]) - z[b]).square().sum(1).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            if a.ema:
-                with torch.no_grad():
-                    for pe, pn in zip(ema.parameters(), net.parameters()):
-                        pe.lerp_(pn, 1 - a.ema)
-        per_epoch.append(score(ema if a.ema else net))
-    print(json.dumps({**vars(a), "acc": per_epoch[-1], "last_batch_loss": round(loss.item(), 2),
-                      "per_epoch": per_epoch, "seconds": round(time.time() - t0)}), flush=True)
+    xh, yh = load_origin("mnist", train=True)
+    holdout = DataLoader(ImageDataset(xh[:a.holdout], yh[:a.holdout]), batch_size=1000, collate_fn=keep_batch)
+    pl.seed_everything(a.seed, verbose=False)
+    student = Distiller(a.arch, in_channels=x.shape[1], input_size=x.shape[-1], num_classes=z.shape[1], lr=a.lr,
+                        scheduler=a.scheduler, arch_kwargs=a.arch_kwargs)
+    train = DataLoader(ImageDataset(x, z), batch_size=a.batch_size, shuffle=True, collate_fn=keep_batch)
+    score = HeldOutAccuracy(holdout)
+    t0 = time.time()
+    pl.Trainer(max_epochs=a.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, callbacks=[score]).fit(student, train)
+    print(json.dumps({**vars(a), "num_train": len(x), "acc": score.per_epoch[-1], "per_epoch": score.per_epoch,
+                      "seconds": round(time.time() - t0)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ the MNIST *training* set (never the test set).
 
     python bench/sweep_extraction.py --m0 M0.ckpt --out runs/sweep [--num_samples 10000] [--epochs 10]
 
-M0 must have been trained without the held-out slice: `dfm fit --config configs/mnist_lenet.yaml --data.val_size 5000`.
+M0 must have been trained without the held-out slice: `dfm fit --config configs/fit/mnist_lenet.yaml --data.val_size 5000`.
 """
 import argparse
 import json
@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 
 from dfm_lightning.data import ExtractedDataModule, OriginDataModule
 from dfm_lightning.extraction import ExtractionConfig, extract
-from dfm_lightning.modules import Distiller, load_classifier
+from dfm_lightning.modules import Distiller, load_module
 
 GRID = [(0, 0.1), (20, 0.1), (40, 0.1), (80, 0.1), (40, 0.05), (40, 0.2)]
 
@@ -37,7 +37,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     holdout = OriginDataModule("mnist", download=False, val_size=args.val_size, batch_size=512)
     holdout.setup("fit")
-    m0 = load_classifier(args.m0)
+    m0 = load_module(args.m0)
     rows = [{"model": "M0", "heldout_acc": heldout_accuracy(m0, holdout)}]
     for steps, step_size in GRID:
         name = f"steps{steps}_lr{step_size}"
