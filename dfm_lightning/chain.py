@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -44,7 +44,7 @@ from dfm_lightning.errors import UserError
 from dfm_lightning.evaluation.figures import save_accuracy_plot, save_extraction_grid
 from dfm_lightning.evaluation.robustness import Robustness, evaluate_robustness
 from dfm_lightning.extraction.extractor import ExtractionConfig, extract
-from dfm_lightning.loggers import WandbLogger
+from dfm_lightning.loggers import WandbConfig, WandbLogger
 from dfm_lightning.modules import Classifier, Distiller, checkpoint_info, load_module
 
 # set by the chain from the data (model and student shapes) or per generation (the extracted data's path)
@@ -55,15 +55,6 @@ TRAINER_RUNTIME_KEYS = {"accelerator", "devices", "num_nodes", "strategy", "enab
                         "enable_checkpointing", "default_root_dir", "log_every_n_steps", "callbacks", "plugins",
                         "profiler", "sync_batchnorm", "benchmark", "detect_anomaly", "num_sanity_val_steps",
                         "use_distributed_sampler", "barebones"}
-
-
-@dataclass
-class WandbConfig:
-    """W&B: ``mode`` online/offline/disabled (None: online if possible, else offline); ``enabled`` False = no logger."""
-
-    enabled: bool = True
-    project: str = "dfm_lightning"
-    mode: str | None = None
 
 
 def init_args(cls, kwargs: dict | None, what: str, skip: tuple[str, ...] = ()) -> dict:

@@ -2,6 +2,7 @@
 import os
 import socket
 import sys
+from dataclasses import dataclass
 
 from pytorch_lightning.loggers import WandbLogger as _WandbLogger
 
@@ -38,13 +39,26 @@ def resolve_wandb_mode(mode: str | None = None) -> str:
     return "offline"
 
 
+PROJECT = "dfm_lightning"
+
+
+@dataclass
+class WandbConfig:
+    """W&B for a chain (one :class:`WandbLogger` run per generation): ``mode`` online/offline/disabled (None: online
+    if possible, else offline); ``enabled`` False = no logger at all."""
+
+    enabled: bool = True
+    project: str = PROJECT
+    mode: str | None = None
+
+
 _told_offline: set[str] = set()
 
 
 class WandbLogger(_WandbLogger):
     """Lightning's WandbLogger with the offline fallback (``mode``: online, offline or disabled)."""
 
-    def __init__(self, project: str = "dfm_lightning", name: str | None = None, group: str | None = None,
+    def __init__(self, project: str = PROJECT, name: str | None = None, group: str | None = None,
                  save_dir: str = "runs", mode: str | None = None, **kwargs):
         mode = resolve_wandb_mode(mode)
         asked = os.environ.get("WANDB_MODE") in ("offline", "dryrun")
