@@ -27,9 +27,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
+from dfm_lightning import signals
+from dfm_lightning.callbacks import ResumeCheckpoint, StopOnSignal, load_resumable
 from dfm_lightning.data.extracted import (
     ExtractedDataModule,
     ExtractedDataset,
@@ -72,7 +73,7 @@ def _science(config: dict) -> dict:
     Options left at None are dropped too, so a run dir survives the addition of a new option."""
     drop = {"num_workers", "root", "download", *TRAINER_RUNTIME_KEYS}
     return {k: ({kk: vv for kk, vv in v.items() if kk not in drop and vv is not None} if isinstance(v, dict) else v)
-            for k, v in config.items() if k not in ("generations", "wandb", "run_dir")}
+            for k, v in config.items() if k not in ("generations", "wandb", "run_dir", "checkpoint_every_s")}
 
 
 class ChainRunner:
@@ -85,6 +86,8 @@ class ChainRunner:
         m0_ckpt_path: start from this M0 checkpoint instead of training one; its architecture is then the
             students' default.
         distill_epochs: DtM epochs per generation (M0's are ``trainer.max_epochs``).
+        checkpoint_every_s: how often a training step writes its resumable ``last.ckpt`` (also at every epoch end
+            and before a stop), in seconds.
         extraction: how DfM runs.
         robustness: the Table 2 protocol every generation is evaluated with.
         wandb: W&B logging.
@@ -96,14 +99,15 @@ class ChainRunner:
     """
 
     def __init__(self, run_dir: str, generations: int = 5, seed_everything: int = 0, m0_ckpt_path: str | None = None,
-                 distill_epochs: int = 10, extraction: ExtractionConfig = ExtractionConfig(),
+                 distill_epochs: int = 10, checkpoint_every_s: float = 60.0,
+                 extraction: ExtractionConfig = ExtractionConfig(),
                  robustness: Robustness = Robustness(), wandb: WandbConfig = WandbConfig(), trainer: dict | None = None,
                  data: dict | None = None, model: dict | None = None, distill: dict | None = None,
                  distill_data: dict | None = None):
         if generations < 0 or distill_epochs < 0:
             raise UserError(f"generations and distill_epochs must be >= 0, got {generations}, {distill_epochs}")
         self.run_dir, self.generations, self.seed = Path(run_dir), generations, seed_everything
-        self.m0_ckpt_path, self.distill_epochs = m0_ckpt_path, distill_epochs
+        self.m0_ckpt_path, self.distill_epochs, self.checkpoint_every_s = m0_ckpt_path, distill_epochs, checkpoint_every_s
         self.extraction, self.robustness, self.wandb = extraction, robustness, wandb
         init_args(pl.Trainer, trainer, "trainer")  # checks the keys; only what was set is kept (and recorded)
         self.trainer_kwargs = {"max_epochs": 10, **(trainer or {})}  # Lightning's own default (1000 epochs) suits no M0
@@ -153,7 +157,10 @@ class ChainRunner:
         self._check_config()
         results = []
         for g in range(self.generations + 1):
-            results.append(self._generation(g))
+            try:
+                results.append(self._generation(g))
+            except signals.Stopped as e:
+                raise signals.Stopped(e.signum, f"generation {g} ({e.where})") from None
             self._write_results(results)
         return self._results(results)
 
@@ -171,13 +178,19 @@ class ChainRunner:
         if g > 0:
             t0 = time.time()
             prev = self.run_dir / f"gen{g - 1}" / "model.ckpt"
-            dataset = extract(load_module(prev).model, gen_dir / "data", self.extraction, seed=self.seed + g,
-                              source_sha256=sha256_file(prev), root=self.data["root"], trainer_kwargs=self.trainer_kwargs,
-                              input_shape=(self.shape["in_channels"], self.shape["input_size"]))
+            signals.check(f"D{g} extraction, before its first shard")
+            try:
+                dataset = extract(load_module(prev).model, gen_dir / "data", self.extraction, seed=self.seed + g,
+                                  source_sha256=sha256_file(prev), root=self.data["root"],
+                                  trainer_kwargs=self.trainer_kwargs,
+                                  input_shape=(self.shape["in_channels"], self.shape["input_size"]))
+            except signals.Stopped as e:
+                raise signals.Stopped(e.signum, f"D{g} extraction, {e.where} of this run") from None
             extract_seconds = dataset.manifest.get("extract_seconds", time.time() - t0)
             self._figure(dataset, g, gen_dir / "extracted.png", logger)
         t0 = time.time()
         if not ckpt.exists():
+            signals.check(f"M{g} training, before its first batch")
             num_train = self._train(g, gen_dir, logger)
         train_seconds = time.time() - t0
         module = load_module(ckpt)
@@ -201,22 +214,25 @@ class ChainRunner:
             dm = ExtractedDataModule(str(gen_dir / "data"), origin=self.data["name"], root=self.data["root"],
                                      download=self.data["download"], split_seed=self.seed, **self.distill_data)
             epochs = {"max_epochs": self.distill_epochs}
-        ckpt_dir = gen_dir / "checkpoints"
-        last = ckpt_dir / "last.ckpt"
+        last = gen_dir / "checkpoints" / "last.ckpt"  # written during training; a rerun continues from its batch
         trainer = self._trainer(**epochs, default_root_dir=str(gen_dir), logger=logger or False,
-                                callbacks=[ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0)])
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+                                callbacks=[ResumeCheckpoint(last, every_s=self.checkpoint_every_s)])
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=load_resumable(last))
+        except signals.Stopped as e:
+            raise signals.Stopped(e.signum, f"M{g} {e.where}") from None
         tmp = gen_dir / ".model.ckpt.tmp"
         trainer.save_checkpoint(str(tmp), weights_only=True)
         trainer.strategy.barrier()
         if trainer.is_global_zero:
             os.replace(tmp, gen_dir / "model.ckpt")
+            last.unlink(missing_ok=True)  # model.ckpt now marks the step done
         trainer.strategy.barrier()
         return len(dm.train_set)
 
     def _trainer(self, **forced) -> pl.Trainer:
         """A fresh Trainer: the chain's ``trainer`` settings, with what this step needs on top (callbacks added)."""
-        callbacks = [*(self.trainer_kwargs.get("callbacks") or []), *forced.pop("callbacks", [])]
+        callbacks = [*(self.trainer_kwargs.get("callbacks") or []), *forced.pop("callbacks", [StopOnSignal("test batch")])]
         return pl.Trainer(**{"enable_model_summary": False, **self.trainer_kwargs, **forced, "callbacks": callbacks})
 
     def _num_train(self, g: int) -> int | None:

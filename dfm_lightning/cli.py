@@ -84,8 +84,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     from jsonargparse import ArgumentError
 
+    from dfm_lightning import signals
     from dfm_lightning.errors import UserError
 
+    signals.install()  # SIGTERM / Ctrl-C: finish the batch or shard, save, exit 128 + signal
     try:
         from dfm_lightning import commands
 
@@ -100,9 +102,18 @@ def main(argv: list[str] | None = None) -> None:
     except ArgumentError as e:
         print(f"dfm {sub}: error: {_one_line(e)} (see `dfm {sub} --help`)", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except signals.Stopped as e:
+        print(f"dfm: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:  # a second Ctrl-C
         print("dfm: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as e:
+        if type(e).__name__ != "SIGTERMException":  # --help, --print_config, LightningCLI's own exits
+            raise
+        # Lightning's own stop (dfm fit; DDP ranks): it ends the loop at a batch or epoch boundary
+        print("dfm: stopped by SIGTERM; rerun the same command to continue", file=sys.stderr)
+        sys.exit(143)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from dfm_lightning.errors import UserError
 
@@ -124,6 +124,22 @@ def random_shift_flip(x: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
     return out
 
 
+class ResumableRandomSampler(RandomSampler):
+    """torch's RandomSampler (the same seed draw from the global RNG, the same order) that can resume an epoch:
+    ``resume(seed, skip)`` replays the interrupted epoch's order from sample ``skip`` on. Being a RandomSampler,
+    Lightning still swaps in its distributed sampler under DDP."""
+
+    seed: int | None = None
+
+    def resume(self, seed: int, skip: int) -> None:
+        self._resume = (seed, skip)
+
+    def __iter__(self):
+        seed, skip = getattr(self, "_resume", None) or (int(torch.empty((), dtype=torch.int64).random_().item()), 0)
+        self._resume, self.seed = None, seed
+        yield from torch.randperm(len(self.data_source), generator=torch.Generator().manual_seed(seed)).tolist()[skip:]
+
+
 class ImageDataModule(pl.LightningDataModule):
     """Loaders over batched datasets and the optional training-time shift/flip augmentation, shared by the
     origin and extracted data modules (subclasses set the datasets and the attributes used here)."""
@@ -133,7 +149,8 @@ class ImageDataModule(pl.LightningDataModule):
     augment: bool
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+        sampler = ResumableRandomSampler(ds) if shuffle else None  # same order as shuffle=True, and resumable
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           collate_fn=keep_batch, persistent_workers=self.num_workers > 0)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):

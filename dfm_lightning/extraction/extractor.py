@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dfm_lightning.attacks import l2_pgd
+from dfm_lightning.callbacks import StopOnSignal
 from dfm_lightning.data.extracted import (
     ExtractedDataset,
     atomic_write_json,
@@ -159,7 +160,8 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
         source = ShardSource(substitute, config.virtual_logits, num_classes, config.shard_size, pending, seed)
         loader = DataLoader(source, batch_size=None, num_workers=config.num_workers)
         kwargs = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, **(trainer_kwargs or {})}
-        callbacks = [ShardWriter(out_dir), *kwargs.pop("callbacks", [])]
+        # the stop check runs after the writer, so a stop never loses a computed shard
+        callbacks = [ShardWriter(out_dir), StopOnSignal("shard"), *kwargs.pop("callbacks", [])]
         trainer = pl.Trainer(inference_mode=False, callbacks=callbacks, **kwargs)
         start = time.time()
         extractor = Extractor(model, config.steps, config.step_size, config.eps, config.snapshot_steps)

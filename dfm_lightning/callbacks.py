@@ -1,0 +1,127 @@
+"""Lightning callbacks that make every step stoppable and every training run resumable to the batch.
+
+:class:`ResumeCheckpoint` writes ``last.ckpt`` atomically (model, optimiser, loops, the epoch's shuffle seed and the
+RNG states) every ``every_s`` seconds and before a stop (never at an epoch's last batch), and restores the exact data position
+on resume, so an interrupted fit continues with the next batch and ends with the same weights as an uninterrupted
+one (single process; under DDP Lightning's distributed sampler restarts the epoch's order instead).
+:class:`StopOnSignal` ends a predict or test run at the next batch when a stop was asked for.
+"""
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Checkpoint
+
+from dfm_lightning import signals
+from dfm_lightning.data.origin import ResumableRandomSampler
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
+            "numpy_pos": int(np.random.get_state()[2]), "python": list(random.getstate()[1])}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(state["python"]), None))
+
+
+def _where(trainer: pl.Trainer, batch_idx: int) -> str:
+    return f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}, batch {batch_idx + 1}"
+
+
+class ResumeCheckpoint(Checkpoint):
+    """Keeps ``path`` a checkpoint the training can continue from exactly (see the module docstring)."""
+
+    def __init__(self, path: str | Path, every_s: float = 60.0):
+        self.path, self.every_s = Path(path), every_s
+        self._last_save, self._pending = time.monotonic(), None
+
+    def _sampler(self, trainer: pl.Trainer) -> ResumableRandomSampler | None:
+        sampler = getattr(trainer.train_dataloader, "sampler", None)
+        return sampler if isinstance(sampler, ResumableRandomSampler) else None
+
+    def state_dict(self) -> dict:
+        return {"rng": _rng_state(), "sampler_seed": self._seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending = state
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is None:
+            return
+        sampler = self._sampler(trainer)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # batches of this epoch already trained
+        if sampler is not None and self._pending.get("sampler_seed") is not None and done > 0:
+            sampler.resume(self._pending["sampler_seed"], skip=done * trainer.train_dataloader.batch_size)
+        _set_rng_state(self._pending["rng"])
+        self._pending = None
+
+    def save(self, trainer: pl.Trainer) -> None:
+        sampler = self._sampler(trainer)
+        self._seed = sampler.seed if sampler is not None else None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        try:
+            trainer.save_checkpoint(tmp)
+            if trainer.is_global_zero:
+                os.replace(tmp, self.path)
+        finally:
+            if trainer.is_global_zero and tmp.exists():
+                tmp.unlink()
+        self._last_save = time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx + 1 >= trainer.num_training_batches:
+            # not at an epoch's last batch: Lightning 2.6 resumes such a checkpoint one epoch too far on. A stop
+            # asked for now is taken after the next epoch's first batch (or, after the last epoch, by the caller).
+            return
+        # rank 0 decides, so that every rank saves (a collective) at the same step
+        stop = trainer.strategy.broadcast(signals.received())
+        due = trainer.strategy.broadcast(time.monotonic() - self._last_save > self.every_s)
+        if stop is not None or due:
+            self.save(trainer)
+        if stop is not None:
+            raise signals.Stopped(stop, _where(trainer, batch_idx))
+
+    _seed = None
+
+
+class StopOnSignal(pl.Callback):
+    """Ends predict (extraction: after the shard's writer) and test runs at the next batch when a stop was asked for."""
+
+    def __init__(self, what: str = "batch"):
+        self.what = what
+
+    def _check(self, trainer: pl.Trainer, batch_idx: int) -> None:
+        stop = trainer.strategy.broadcast(signals.received())
+        if stop is not None:
+            raise signals.Stopped(stop, f"{self.what} {batch_idx + 1}")
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._check(trainer, batch_idx)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._check(trainer, batch_idx)
+
+
+def load_resumable(path: Path) -> str | None:
+    """``path`` if it holds a loadable checkpoint; a broken one (e.g. truncated by a full disk) is set aside with
+    a warning and the step starts over."""
+    if not path.exists():
+        return None
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+        return str(path)
+    except Exception as e:
+        aside = path.with_name(f"{path.name}.broken-{int(time.time())}")
+        os.replace(path, aside)
+        print(f"dfm: warning: {path} could not be read ({type(e).__name__}); moved to {aside.name}, "
+              "this step starts over", file=sys.stderr)
+        return None

@@ -1,0 +1,46 @@
+"""Graceful stop. SIGTERM (what SLURM, Kubernetes and ``docker stop`` send) and SIGINT (Ctrl-C) only set a flag;
+the running step notices it at its next batch or shard boundary, saves what it has, and raises :class:`Stopped`,
+which the CLI turns into one line and exit code 128 + the signal number. A second Ctrl-C stops at once."""
+import signal
+
+_received: int | None = None
+
+
+class Stopped(Exception):
+    """A stop signal arrived; ``where`` says how far the run got (e.g. ``M2 epoch 3/10, batch 120``)."""
+
+    def __init__(self, signum: int, where: str):
+        super().__init__(where)
+        self.signum, self.where = signum, where
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        return (f"stopped by {signal.Signals(self.signum).name} at {self.where}; "
+                "rerun the same command to continue")
+
+
+def _handler(signum: int, frame) -> None:
+    global _received
+    if _received is not None and signum == signal.SIGINT:
+        raise KeyboardInterrupt  # the user insists
+    _received = signum
+
+
+def install() -> None:
+    """Route SIGTERM and SIGINT to the flag (main thread only; Lightning chains its own SIGTERM handler to ours)."""
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, _handler)
+
+
+def received() -> int | None:
+    """The signal number that asked to stop, or None."""
+    return _received
+
+
+def check(where: str) -> None:
+    """Raise :class:`Stopped` if a stop was asked for."""
+    if _received is not None:
+        raise Stopped(_received, where)
