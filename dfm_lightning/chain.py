@@ -29,7 +29,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
-from dfm_lightning import signals
+from dfm_lightning import lock, signals
 from dfm_lightning.callbacks import ResumeCheckpoint, StopOnSignal, load_resumable
 from dfm_lightning.data.extracted import (
     ExtractedDataModule,
@@ -37,10 +37,11 @@ from dfm_lightning.data.extracted import (
     atomic_write_bytes,
     atomic_write_json,
     holdout_split,
+    read_json,
     sha256_file,
 )
-from dfm_lightning.data.origin import OriginDataModule
-from dfm_lightning.data.substitute import SubstituteDataset
+from dfm_lightning.data.origin import OriginDataModule, check_origin
+from dfm_lightning.data.substitute import SubstituteDataset, check_source
 from dfm_lightning.errors import UserError
 from dfm_lightning.evaluation.figures import save_accuracy_plot, save_extraction_grid
 from dfm_lightning.evaluation.robustness import Robustness, evaluate_robustness
@@ -113,12 +114,18 @@ class ChainRunner:
         self.trainer_kwargs = {"max_epochs": 10, **(trainer or {})}  # Lightning's own default (1000 epochs) suits no M0
         self.data = init_args(OriginDataModule, data, "data")
         origin = OriginDataModule(**self.data)  # checks the dataset name
+        check_origin(self.data["name"], self.data["root"], self.data["download"])
+        check_source(extraction.substitute, self.data["root"])
         self.shape = dict(in_channels=origin.in_channels, num_classes=origin.num_classes, input_size=origin.input_size)
         self.model = init_args(Classifier, model, "model", skip=SHAPE_KEYS)
         self.distill = init_args(Distiller, {"arch": None, **(distill or {})}, "distill", skip=SHAPE_KEYS)
         self.distill_data = init_args(ExtractedDataModule, distill_data, "distill_data", skip=DISTILL_DATA_SET_BY_CHAIN)
         if m0_ckpt_path:
             info = checkpoint_info(m0_ckpt_path)
+            theirs = {k: info.get(k) for k in self.shape}
+            if theirs != self.shape:
+                raise UserError(f"--m0_ckpt_path {m0_ckpt_path} takes inputs/classes {theirs}, but data.name "
+                                f"{self.data['name']!r} has {self.shape}; pass a checkpoint trained on that data")
             m0_arch = {"arch": info["arch"], "arch_kwargs": info.get("arch_kwargs")}
         else:
             m0_arch = {"arch": self.model["arch"], "arch_kwargs": self.model["arch_kwargs"]}
@@ -137,30 +144,52 @@ class ChainRunner:
                 "distill": self.distill, "distill_data": self.distill_data}
 
     def _check_config(self) -> None:
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise UserError(f"--run_dir {self.run_dir} is a file; pass a directory")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "chain_config.json"
         # callbacks and plugins are objects: recorded by class name
         record = json.loads(json.dumps(self.config(), default=lambda o: type(o).__name__))
         science = _science(record)
         if path.exists():
-            old = _science(json.loads(path.read_text()))
-            if old != science:
-                changed = sorted(k for k in {*science, *old} if science.get(k) != old.get(k))
-                raise UserError(f"{self.run_dir} holds a chain with other settings ({', '.join(changed)}); "
-                                "use a new --run_dir, or delete the old one")
+            old = _science(read_json(path, {}, "nothing (it is rewritten from your settings); delete it"))
+            changed = sorted(k for k in {*science, *old} if science.get(k) != old.get(k))
+            locked = [k for k in changed if self._already_computed(k)]
+            if locked:
+                raise UserError(f"{self.run_dir} holds a chain with other settings ({', '.join(locked)}) whose steps "
+                                "already ran; use a new --run_dir, or delete the old one")
+            if read_json(path, {}, "") == record:
+                return  # a plain rerun rewrites nothing
         atomic_write_json(path, record)
+
+    # the outputs each setting decides: changing a setting is fine until one of them exists
+    _DECIDES = {"model": ("m0",), "data": ("m0", "eval"), "m0_ckpt_path": ("m0",), "trainer": ("m0", "student"),
+                "extraction": ("data",), "distill": ("student",), "distill_data": ("student",),
+                "distill_epochs": ("student",), "robustness": ("eval",)}
+    _OUTPUTS = {"m0": ("gen0/model.ckpt", "gen0/checkpoints/last.ckpt"), "data": ("gen*/data/config.json",),
+                "student": ("gen[1-9]*/model.ckpt", "gen[1-9]*/checkpoints/last.ckpt"), "eval": ("gen*/eval.json",)}
+
+    def _already_computed(self, key: str) -> bool:
+        steps = self._DECIDES.get(key, tuple(self._OUTPUTS))  # anything else (the seed) decides every step
+        return any(next(self.run_dir.glob(pattern), None) for step in steps for pattern in self._OUTPUTS[step])
 
     def run(self) -> dict:
         """Run (or continue) the chain; return the results dict also written to ``results.json``."""
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise UserError(f"--run_dir {self.run_dir} is a file; pass a directory")
+        with lock.exclusive(self.run_dir):
+            return self._run()
+
+    def _run(self) -> dict:
         self._check_config()
-        results = []
+        results, fresh = [], False
         for g in range(self.generations + 1):
+            done = (self.run_dir / f"gen{g}" / "eval.json").exists()
             try:
                 results.append(self._generation(g))
             except signals.Stopped as e:
                 raise signals.Stopped(e.signum, f"generation {g} ({e.where})") from None
+            fresh = fresh or not done
+            if fresh:  # rewritten once something new was computed: a failing rerun leaves the old tables intact
+                self._write_results(results)
+        if not fresh:
             self._write_results(results)
         return self._results(results)
 
@@ -169,7 +198,8 @@ class ChainRunner:
         gen_dir = self.run_dir / f"gen{g}"
         done = gen_dir / "eval.json"
         if done.exists():
-            return json.loads(done.read_text())
+            return read_json(done, {"generation": int, "test_accuracy": float, "robust_accuracy": dict},
+                             f"generation {g}'s evaluation")
         gen_dir.mkdir(parents=True, exist_ok=True)
         pl.seed_everything(self.seed + g, workers=True, verbose=False)
         logger = self._logger(g)
@@ -207,6 +237,9 @@ class ChainRunner:
             shutil.copyfile(self.m0_ckpt_path, gen_dir / ".model.ckpt.tmp")
             os.replace(gen_dir / ".model.ckpt.tmp", gen_dir / "model.ckpt")
             return self._num_train(0)
+        # seeded here, not only at the generation's start: whether this process also ran the extraction (whose
+        # loaders draw from the global RNG) must not change the initial weights, or a resumed chain would differ
+        pl.seed_everything(self.seed + g, workers=True, verbose=False)
         if g == 0:
             module, dm, epochs = Classifier(**self.model, **self.shape), self._origin(), {}
         else:

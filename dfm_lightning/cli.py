@@ -1,10 +1,13 @@
 """The ``dfm`` command. This module imports nothing heavy: ``dfm --help`` answers at once, and a subcommand loads
 Lightning (seconds) only when it runs (:mod:`dfm_lightning.commands`).
 
-Every subcommand takes ``--help``, ``--print_config`` and stacked ``--config FILE.yaml`` (a bare name such as
+Every subcommand takes ``--help``, ``--print_config``, ``--debug`` (tracebacks instead of one-line errors; also
+``DFM_DEBUG=1``) and stacked ``--config FILE.yaml`` (a bare name such as
 ``--config quickstart`` or ``configs/quickstart.yaml`` also finds the configs shipped with the package). Mistakes a
 user can fix end with one line on stderr (``dfm: error: ...``) and exit code 2, never a traceback.
 """
+import errno
+import os
 import sys
 from pathlib import Path
 
@@ -77,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] == "configs":
         print(list_configs())
         return
+    debug = "--debug" in argv or os.environ.get("DFM_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     sub = argv[0]
     if sub not in LIGHTNING_SUBCOMMANDS + JSONARGPARSE_SUBCOMMANDS:
         print(f"dfm: error: unknown subcommand {sub!r}; choose one of "
@@ -96,11 +101,19 @@ def main(argv: list[str] | None = None) -> None:
             commands.COMMANDS[sub](argv[1:])
         else:
             commands.lightning(argv)
-    except UserError as e:
-        print(f"dfm: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except ArgumentError as e:
-        print(f"dfm {sub}: error: {_one_line(e)} (see `dfm {sub} --help`)", file=sys.stderr)
+    except (UserError, ArgumentError, OSError) as e:
+        if debug:
+            raise  # --debug / DFM_DEBUG=1: the whole traceback, for a bug report
+        if isinstance(e, UserError):
+            print(f"dfm: error: {e}", file=sys.stderr)
+        elif isinstance(e, ArgumentError):
+            print(f"dfm {sub}: error: {_one_line(e)} (see `dfm {sub} --help`)", file=sys.stderr)
+        elif e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            print(f"dfm: error: no space left writing {e.filename or 'a file'} ({e.strerror}); free space there and "
+                  "rerun the same command (finished steps and shards are kept, partial files were removed)",
+                  file=sys.stderr)
+        else:
+            raise
         sys.exit(2)
     except signals.Stopped as e:
         print(f"dfm: {e}", file=sys.stderr)

@@ -12,13 +12,15 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, lazy_insta
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities import rank_zero_only
 
+from dfm_lightning import lock
 from dfm_lightning.chain import DISTILL_DATA_SET_BY_CHAIN, SHAPE_KEYS, ChainRunner
 from dfm_lightning.data.extracted import ExtractedDataModule, sha256_file
 from dfm_lightning.data.origin import DATASET_SPECS, OriginDataModule
+from dfm_lightning.errors import UserError
 from dfm_lightning.evaluation.robustness import Robustness, evaluate_robustness, format_table
 from dfm_lightning.extraction.extractor import ExtractionConfig, extract
 from dfm_lightning.loggers import WandbLogger
-from dfm_lightning.modules import Classifier, Distiller, load_module
+from dfm_lightning.modules import Classifier, Distiller, checkpoint_info, load_module
 
 rank_zero_info = rank_zero_only(print)
 
@@ -34,6 +36,10 @@ class DFMTrainer(pl.Trainer):
         names this subcommand's option group ``robustness``, hence the other name here."""
         if ckpt_path:
             model = load_module(ckpt_path)
+            theirs = (model.hparams.in_channels, model.hparams.input_size, model.hparams.num_classes)
+            if datamodule is not None and theirs != DATASET_SPECS[datamodule.name]:
+                raise UserError(f"checkpoint {ckpt_path} takes (channels, size, classes) {theirs}, but data.name "
+                                f"{datamodule.name!r} has {DATASET_SPECS[datamodule.name]}; pass matching --data.name")
         accs = evaluate_robustness(model.model, datamodule, protocol, trainer=self)
         print(format_table({Path(ckpt_path).name if ckpt_path else model.hparams.arch: accs}))
         if isinstance(self.logger, WandbLogger):
@@ -65,6 +71,11 @@ def lightning(argv: list[str], run: bool = True) -> DFMCLI:
     """fit / validate / test / robustness (``run=False``: argv without the subcommand; builds model, data and
     Trainer, trains nothing). The optimiser is the model's own option: LightningCLI's automatic
     ``--optimizer``/``--lr_scheduler`` are switched off, so a checkpoint's hyper-parameters say what trained it."""
+    for i, arg in enumerate(argv):  # LightningCLI reads a --ckpt_path itself, and a bad one would be a traceback
+        if arg == "--ckpt_path" and i + 1 < len(argv) or arg.startswith("--ckpt_path="):
+            path = argv[i + 1] if arg == "--ckpt_path" else arg.split("=", 1)[1]
+            if path not in ("null", "None", "last", "best", "hpc", "registry"):
+                checkpoint_info(path)
     return DFMCLI(Classifier, OriginDataModule, trainer_class=DFMTrainer, args=argv, seed_everything_default=0,
                   trainer_defaults={"logger": lazy_instance(WandbLogger)}, save_config_kwargs={"overwrite": True},
                   auto_configure_optimizers=False, run=run, parser_kwargs={"prog": "dfm", "exit_on_error": False})
@@ -129,8 +140,11 @@ def extract_command(ckpt_path: str, out_dir: str, extraction: ExtractionConfig =
     """DfM from one checkpoint into out_dir (resumable; an existing different extraction is never overwritten)."""
     module = load_module(ckpt_path)
     hp = module.hparams
-    ds = extract(module.model, out_dir, extraction, seed=seed_everything, source_sha256=sha256_file(ckpt_path),
-                 root=root, trainer_kwargs=trainer, input_shape=(hp.in_channels, hp.input_size))
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UserError(f"--out_dir {out_dir} is a file; pass a directory")
+    with lock.exclusive(out_dir):
+        ds = extract(module.model, out_dir, extraction, seed=seed_everything, source_sha256=sha256_file(ckpt_path),
+                     root=root, trainer_kwargs=trainer, input_shape=(hp.in_channels, hp.input_size))
     rank_zero_info(f"[extract] {len(ds)} images in {out_dir} (manifest.json)")
 
 

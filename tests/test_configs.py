@@ -108,7 +108,7 @@ def test_robust_overlay_serves_fit_and_chain():
     assert runner.student["arch"] == "lenet" and runner.data["augment"] is False
 
 
-LAYERS = {"errors": 0, "models": 1, "attacks": 1, "data": 1, "loggers": 1, "modules": 2, "extraction": 3,
+LAYERS = {"errors": 0, "signals": 0, "lock": 1, "callbacks": 2, "models": 1, "attacks": 1, "data": 1, "loggers": 1, "modules": 2, "extraction": 3,
           "evaluation": 3, "chain": 4, "commands": 5, "cli": 6, "configs": 0}
 
 

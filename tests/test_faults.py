@@ -95,3 +95,168 @@ def test_sigterm_stops_a_chain_with_143_and_the_rerun_matches_an_uninterrupted_c
     for a, b in zip(ours, reference):
         assert (a["test_accuracy"], a["robust_accuracy"]) == (b["test_accuracy"], b["robust_accuracy"])
     assert _shards(tmp_path / "run") == _shards(tiny_chain)  # D1 and D2 byte-identical
+
+
+# -- bad input: one line, exit 2, nothing already written changed --------------------------------------------------
+def _snapshot(root) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+            and "wandb" not in p.parts and p.name != ".dfm.lock"}
+
+
+def _copy(tiny_chain, tmp_path):
+    import shutil
+
+    from dfm_lightning.data.extracted import atomic_write_json
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_chain, run, ignore=shutil.ignore_patterns("wandb"))
+    config = json.loads((run / "chain_config.json").read_text())
+    atomic_write_json(run / "chain_config.json", {**config, "run_dir": str(run)})  # as if it had been run there
+    return run
+
+
+def _one_line(proc, *needles):
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("dfm")]
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("damage", ["chain_config.json", "gen1/eval.json", "gen2/data/manifest.json"])
+def test_garbled_bookkeeping_file_is_one_line_naming_it(tiny_chain, tmp_path, damage):
+    from conftest import run_dfm
+
+    run = _copy(tiny_chain, tmp_path)
+    if damage.startswith("gen2/data"):  # a finished generation never rereads its data: make D2 needed again
+        (run / "gen2" / "eval.json").unlink()
+        (run / "gen2" / "model.ckpt").unlink()
+    (run / damage).write_text('{"truncated": ')
+    before = _snapshot(run)
+    proc = run_dfm("chain", "--run_dir", str(run), *TINY_CHAIN, cwd=tmp_path)
+    _one_line(proc, str(run / damage), "delete it")
+    assert _snapshot(run) == before
+
+
+def test_manifest_cannot_point_outside_its_directory(tiny_chain, tmp_path):
+    from dfm_lightning.data import ExtractedDataset
+    from dfm_lightning.errors import UserError
+
+    run = _copy(tiny_chain, tmp_path)
+    manifest = run / "gen1" / "data" / "manifest.json"
+    for name in ("../../x.npy", str(run / "gen2" / "data" / "shard-00000.images.npy"), "shard-00000.json"):
+        m = json.loads(manifest.read_text())
+        m["shards"][0]["images"]["file"] = name
+        manifest.write_text(json.dumps(m))
+        with pytest.raises(UserError, match="not a shard of this directory"):
+            ExtractedDataset(run / "gen1" / "data")
+
+
+def test_pickled_files_are_refused_in_one_line(tiny_chain, tmp_path):
+    import pickle
+
+    import numpy as np
+    from conftest import CONFIGS, run_dfm
+
+    from dfm_lightning.data import ExtractedDataset
+    from dfm_lightning.data.extracted import sha256_file
+    from dfm_lightning.errors import UserError
+
+    # a shard replaced by a pickled object array, its manifest entry made consistent: still never unpickled
+    run = _copy(tiny_chain, tmp_path)
+    data = run / "gen1" / "data"
+    np.save(data / "shard-00000.images.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    m = json.loads((data / "manifest.json").read_text())
+    f = data / "shard-00000.images.npy"
+    m["shards"][0]["images"].update(bytes=f.stat().st_size, sha256=sha256_file(f))
+    (data / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(UserError, match="not a plain array"):
+        ExtractedDataset(data)
+    # a pickled checkpoint and a pickled substitute array, through the CLI
+    (tmp_path / "evil.ckpt").write_bytes(pickle.dumps({"state_dict": object()}))
+    proc = run_dfm("robustness", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--ckpt_path", "evil.ckpt",
+                   cwd=tmp_path)
+    _one_line(proc, "evil.ckpt", "weights_only")
+    np.save(tmp_path / "evil.npy", np.array([object()], dtype=object), allow_pickle=True)
+    proc = run_dfm("extract", "--ckpt_path", str(run / "gen0" / "model.ckpt"), "--out_dir", "d",
+                   "--extraction.substitute", str(tmp_path / "evil.npy"), cwd=tmp_path)
+    _one_line(proc, "evil.npy", "not a plain image array")
+
+
+def test_out_of_disk_is_one_line_and_leaves_no_temporary_file(tiny_chain, tmp_path):
+    import os
+    import resource
+
+    def small_files():  # every file the process writes is capped at 64 KiB: the first shard does not fit
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    cmd = [sys.executable, "-m", "dfm_lightning.cli", "extract", "--ckpt_path", str(tiny_chain / "gen0" / "model.ckpt"),
+           "--out_dir", "d", "--extraction.substitute", "noise", "--extraction.num_samples", "100",
+           "--extraction.shard_size", "50", "--extraction.steps", "2", "--trainer.enable_progress_bar", "false"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, preexec_fn=small_files,
+                          env={**os.environ, "WANDB_MODE": "offline"}, timeout=300)
+    _one_line(proc, "no space left", "MiB")
+    assert not [p for p in (tmp_path / "d").iterdir() if ".tmp" in p.name]
+
+
+def test_second_writer_is_refused_with_the_holders_pid(tmp_path):
+    import os
+
+    from dfm_lightning import lock
+    from dfm_lightning.errors import UserError
+
+    with lock.exclusive(tmp_path):
+        with pytest.raises(UserError, match=f"pid {os.getpid()}"):
+            with lock.exclusive(tmp_path):
+                pass
+    with lock.exclusive(tmp_path):  # released on exit
+        pass
+
+
+@pytest.mark.parametrize("bad,needle", [
+    (["--robustness.steps", "0"], "clean accuracy as robust"),
+    (["--robustness.eps", "[0, -1]"], "eps must be >= 0"),
+    (["--extraction.step_size", "0"], "no-op"),
+    (["--extraction.steps", "-1"], "steps"),
+    (["--model.adv_eps", "1", "--model.adv_steps", "0"], "clean images"),
+    (["--extraction.substitute", "/nowhere/x.npy"], "does not exist"),
+    (["--data.name", "cifar10", "--data.download", "false", "--data.root", "/nowhere"], "not found"),
+])
+def test_meaningless_or_missing_settings_are_refused_before_any_work(tmp_path, bad, needle):
+    from dfm_lightning.commands import build_chain
+    from dfm_lightning.errors import UserError
+
+    with pytest.raises(UserError, match=needle):
+        build_chain(["--config", "configs/quickstart.yaml", "--run_dir", str(tmp_path / "r"), *bad])
+    assert not (tmp_path / "r").exists()
+
+
+def test_handed_over_m0_must_match_the_data(tiny_chain, tmp_path):
+    from dfm_lightning.commands import build_chain
+    from dfm_lightning.errors import UserError
+
+    with pytest.raises(UserError, match="takes inputs/classes"):
+        build_chain(["--config", "configs/quickstart.yaml", "--run_dir", str(tmp_path / "r"), "--data.name", "cifar10",
+                     "--m0_ckpt_path", str(tiny_chain / "gen0" / "model.ckpt")])
+
+
+def test_a_setting_whose_step_never_ran_may_be_corrected(tmp_path):
+    from dfm_lightning.commands import build_chain
+    from dfm_lightning.errors import UserError
+
+    args = ["--config", "configs/quickstart.yaml", "--run_dir", str(tmp_path)]
+    build_chain(args)._check_config()
+    (tmp_path / "gen0").mkdir()
+    (tmp_path / "gen0" / "model.ckpt").write_bytes(b"M0 trained")
+    build_chain([*args, "--extraction.steps", "30"])._check_config()  # D1 does not exist yet: accepted
+    assert json.loads((tmp_path / "chain_config.json").read_text())["extraction"]["steps"] == 30
+    with pytest.raises(UserError, match=r"\(model\) whose steps already ran"):
+        build_chain([*args, "--extraction.steps", "30", "--model.lr", "0.1"])._check_config()
+
+
+def test_truncated_resume_checkpoint_is_set_aside(tmp_path, capsys):
+    from dfm_lightning.callbacks import load_resumable
+
+    (tmp_path / "last.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    assert load_resumable(tmp_path / "last.ckpt") is None
+    assert not (tmp_path / "last.ckpt").exists() and next(tmp_path.glob("last.ckpt.broken-*"))
+    assert "starts over" in capsys.readouterr().err

@@ -14,6 +14,7 @@ memory-maps the arrays, so a 500k-image dataset never has to fit in RAM.
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from dfm_lightning.data.origin import ImageDataModule, ImageDataset, load_origin
 from dfm_lightning.errors import UserError
 
 FORMAT = "dfm-extracted/1"
+SHARD_FILE = re.compile(r"shard-\d{5}\.(images|logits)\.npy")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -35,27 +37,51 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside ``path``, fsync, then rename over it."""
+def _atomic(path: Path, write) -> None:
+    """``write(f)`` into a temporary name beside ``path``, fsync, rename over it; the temporary file is removed
+    on any error (a full disk leaves nothing behind)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    _atomic(Path(path), lambda f: f.write(data))
 
 
 def atomic_write_json(path: Path, obj: dict) -> None:
     atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def read_json(path: str | Path, required: dict[str, type], what: str) -> dict:
+    """A bookkeeping JSON file, checked: an object holding ``required`` keys of the given types. A damaged one is a
+    one-line :class:`UserError` that names the file and what to do."""
+    path = Path(path)
+    fix = f"delete it to recompute {what}, or restore it from a copy"
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} should hold a JSON object; {fix}")
+    for key, kind in required.items():
+        if not isinstance(obj.get(key), kind):
+            raise UserError(f"{path} lacks {key!r} (or it has the wrong type); {fix}")
+    return obj
+
+
+SHARD_RECORD = {"shard": int, "count": int, "images": dict, "logits": dict}
+
+
 def _save_npy(path: Path, array: np.ndarray) -> dict:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _atomic(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
     return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
@@ -88,7 +114,8 @@ def write_manifest(out_dir: str | Path, num_shards: int, extra: dict) -> dict:
     missing = [k for k in range(num_shards) if not (out_dir / f"{shard_name(k)}.json").exists()]
     if missing:
         raise UserError(f"{out_dir}: shards {missing[:5]} are missing; rerun the extraction to complete them")
-    shards = [json.loads((out_dir / f"{shard_name(k)}.json").read_text()) for k in range(num_shards)]
+    shards = [read_json(out_dir / f"{shard_name(k)}.json", SHARD_RECORD, "that shard (delete its .npy files too)")
+              for k in range(num_shards)]
     first = np.load(out_dir / shards[0]["images"]["file"], mmap_mode="r")
     logits = np.load(out_dir / shards[0]["logits"]["file"], mmap_mode="r")
     manifest = {
@@ -112,27 +139,34 @@ class ExtractedDataset(Dataset):
         mf = self.path / "manifest.json"
         if not mf.exists():
             raise UserError(f"{mf} not found: {self.path} is not a finished extracted dataset (run `dfm extract` first)")
-        try:
-            self.manifest = json.loads(mf.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{mf} is not valid JSON ({e}); re-run the extraction into a new directory") from None
+        self.manifest = read_json(mf, {"shards": list, "num_samples": int}, "the manifest (rerun the same extraction)")
         self.images, self.logits = [], []
         for s in self.manifest["shards"]:
             for key, store in (("images", self.images), ("logits", self.logits)):
+                if not isinstance(s, dict) or not isinstance(s.get(key), dict):
+                    raise UserError(f"{mf} has a damaged shard entry; delete it and rerun the same extraction")
                 store.append(self._open(s[key], verify))
         counts = [len(a) for a in self.images]
         self.offsets = np.cumsum([0] + counts)
 
     def _open(self, rec: dict, verify: bool) -> np.ndarray:
-        f = self.path / rec["file"]
+        name = rec.get("file")
+        # a manifest names files inside its own directory only: never follow ../ or an absolute path
+        if not isinstance(name, str) or not SHARD_FILE.fullmatch(name):
+            raise UserError(f"{self.path / 'manifest.json'} names shard file {name!r}, which is not a shard of this "
+                            "directory; delete the manifest and rerun the same extraction")
+        f = self.path / name
         fix = "delete it and its .json, then rerun the same `dfm extract`/`dfm chain` to regenerate it"
         if not f.exists():
             raise UserError(f"shard file {f} is missing; {fix}")
-        if f.stat().st_size != rec["bytes"]:
-            raise UserError(f"shard file {f} is truncated or altered ({f.stat().st_size} bytes, manifest says {rec['bytes']}); {fix}")
-        if verify and sha256_file(f) != rec["sha256"]:
+        if f.stat().st_size != rec.get("bytes"):
+            raise UserError(f"shard file {f} is truncated or altered ({f.stat().st_size} bytes, manifest says {rec.get('bytes')}); {fix}")
+        if verify and sha256_file(f) != rec.get("sha256"):
             raise UserError(f"shard file {f} is corrupted (sha256 differs from manifest); {fix}")
-        return np.load(f, mmap_mode="r", allow_pickle=False)
+        try:
+            return np.load(f, mmap_mode="r", allow_pickle=False)
+        except ValueError as e:  # e.g. a pickled object array: refused, never unpickled
+            raise UserError(f"shard file {f} is not a plain array ({e}); {fix}") from None
 
     def __len__(self) -> int:
         return int(self.offsets[-1])

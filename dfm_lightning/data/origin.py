@@ -72,6 +72,21 @@ def load_origin(name: str, train: bool, root: str | None = None, download: bool 
     return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
 
 
+def check_origin(name: str, root: str | None = None, download: bool = True) -> None:
+    """Fail now, in one line, if an origin dataset is neither on disk nor allowed to download (before any work)."""
+    if name not in DATASET_SPECS:
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(DATASET_SPECS)}")
+    root = Path(root or default_root())
+    if download or name == "digits":
+        return
+    found = {"mnist": [root / "MNIST" / "raw" / "t10k-images-idx3-ubyte"],
+             "fashion_mnist": [root / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"],
+             "cifar10": [root / CIFAR10_NPZ, root / "cifar-10-batches-py"]}[name]
+    if not any(p.exists() for p in found):
+        raise UserError(f"dataset {name!r} not found under {root} (looked for {found[0]}); set data.download true, "
+                        "or point DFM_DATA_DIR / data.root at a copy")
+
+
 def _digits(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's bundled 8x8 digits, upsampled to 28x28; a fixed seeded 80/20 split (no network)."""
     from sklearn.datasets import load_digits

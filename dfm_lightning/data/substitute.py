@@ -31,9 +31,8 @@ def load_pool(source: str, root: str | None = None) -> torch.Tensor | None:
         from sklearn.datasets import load_sample_images
 
         return torch.from_numpy(np.stack(load_sample_images().images)).permute(0, 3, 1, 2).contiguous()
+    check_source(source, root)
     path = Path(root) / COCO_NPZ if source == "coco" else Path(source)
-    if not path.exists():
-        raise UserError(f"substitute source {source!r}: {path} does not exist; use one of {', '.join(SOURCES)}")
     if path.is_dir():
         from PIL import Image
 
@@ -43,16 +42,31 @@ def load_pool(source: str, root: str | None = None) -> torch.Tensor | None:
         side = min(min(Image.open(f).size) for f in files)
         arrays = [np.asarray(Image.open(f).convert("RGB").resize((side, side))) for f in files]
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            arrays = [z[k] for k in z.files if z[k].dtype == np.uint8 and z[k].ndim == 4]
-        if not arrays:
-            raise UserError(f"{path} holds no uint8 image array (N, H, W, C)")
-        x = np.concatenate(arrays)
-    else:
-        x = np.load(path, allow_pickle=False)
+    try:  # allow_pickle=False: a pickled array is refused, never unpickled
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                arrays = [z[k] for k in z.files if z[k].dtype == np.uint8 and z[k].ndim == 4]
+            if not arrays:
+                raise UserError(f"{path} holds no uint8 image array (N, H, W, C)")
+            x = np.concatenate(arrays)
+        else:
+            x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise UserError(f"substitute file {path} is not a plain image array ({e}); pass uint8 images (N, H, W, C) "
+                        "as .npy/.npz") from None
+    if x.dtype != np.uint8 or x.ndim != 4:
+        raise UserError(f"substitute file {path} holds {x.dtype} of shape {x.shape}; pass uint8 images (N, H, W, C)")
     x = torch.from_numpy(x)
     return x.permute(0, 3, 1, 2).contiguous() if x.shape[-1] in (1, 3) else x
+
+
+def check_source(source: str, root: str | None = None) -> None:
+    """Fail now, in one line, if a substitute source cannot be found (before any work is done)."""
+    if source in ("noise", "sample_photos") or source in DATASET_SPECS:
+        return  # built in, or an origin dataset (checked, and downloaded if allowed, when it loads)
+    path = Path(root or default_root()) / COCO_NPZ if source == "coco" else Path(source)
+    if not path.exists():
+        raise UserError(f"substitute source {source!r}: {path} does not exist; use one of {', '.join(SOURCES)}")
 
 
 class SubstituteDataset(Dataset):

@@ -1,6 +1,5 @@
 """The paper's Table 4: accuracy of every model on every extracted dataset, where a sample's label is the
 argmax of its stored logits. The model a dataset was extracted from should score 100% (checked by sha256)."""
-import json
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -11,9 +10,8 @@ from dfm_lightning.data.origin import ImageDataset, keep_batch
 from dfm_lightning.modules import load_module
 
 
-def labelled_by_logits(path: str | Path, num_samples: int) -> ImageDataset:
+def labelled_by_logits(ds: ExtractedDataset, num_samples: int) -> ImageDataset:
     """The first ``num_samples`` extracted images x' of a dataset, labelled by the argmax of their stored logits."""
-    ds = ExtractedDataset(path)
     x, z = ds.__getitems__(ds.final_indices()[:num_samples].tolist())
     return ImageDataset(x, z.argmax(1))
 
@@ -21,10 +19,11 @@ def labelled_by_logits(path: str | Path, num_samples: int) -> ImageDataset:
 def crosseval(datasets: list[str], checkpoints: list[str], num_samples: int = 10000, batch_size: int = 512,
               trainer_kwargs: dict | None = None) -> dict:
     """Accuracy matrix (rows: checkpoints, columns: datasets) plus, per dataset, which checkpoint produced it."""
-    sources = [json.loads((Path(d) / "manifest.json").read_text()).get("source_checkpoint_sha256") for d in datasets]
+    extracted = [ExtractedDataset(d) for d in datasets]  # checked and verified: a bad manifest is one line
+    sources = [ds.manifest.get("source_checkpoint_sha256") for ds in extracted]
     hashes = [sha256_file(c) for c in checkpoints]
-    loaders = [DataLoader(labelled_by_logits(d, num_samples), batch_size=batch_size, collate_fn=keep_batch)
-               for d in datasets]
+    loaders = [DataLoader(labelled_by_logits(ds, num_samples), batch_size=batch_size, collate_fn=keep_batch)
+               for ds in extracted]
     matrix = []
     for ckpt in checkpoints:
         module = load_module(ckpt)

@@ -25,6 +25,15 @@ class Robustness:
     rel_step_size: float = 2.5
     max_batches: int | float = 1.0
 
+    def __post_init__(self) -> None:  # refused when the config is built: these would report a meaningless number
+        if any(e < 0 for e in self.eps):
+            raise UserError(f"robustness eps must be >= 0, got {list(self.eps)}")
+        if any(e > 0 for e in self.eps) and (self.steps <= 0 or self.rel_step_size <= 0):
+            raise UserError(f"robustness with eps > 0 needs steps > 0 and rel_step_size > 0 (got steps={self.steps}, "
+                            f"rel_step_size={self.rel_step_size}): it would report clean accuracy as robust accuracy")
+        if self.max_batches <= 0 or (isinstance(self.max_batches, float) and self.max_batches > 1):
+            raise UserError(f"robustness max_batches must be a count >= 1 or a fraction in (0, 1], got {self.max_batches}")
+
 
 def eps_key(eps: float) -> str:
     """How an eps is written in keys and metric names: 1.0 -> '1', 0.5 -> '0.5'."""
@@ -36,9 +45,7 @@ class RobustnessEval(pl.LightningModule):
 
     def __init__(self, model: nn.Module, eps: list[float], steps: int, rel_step_size: float):
         super().__init__()
-        bad = [e for e in eps if e < 0]
-        if bad or steps < 0:
-            raise UserError(f"robustness eps must be >= 0 and steps >= 0, got eps={list(eps)}, steps={steps}")
+        Robustness(list(eps), steps, rel_step_size)  # the same checks as a config
         self.model = freeze(model)
         self.eps, self.steps, self.rel_step_size = list(eps), steps, rel_step_size
         num_classes = num_classes_of(model)

@@ -4,8 +4,10 @@ Each predict "batch" is one whole shard, so a shard is a pure function of (model
 a rerun skips complete shards and reproduces the rest byte for byte, and under DDP Lightning's
 distributed sampler hands each rank its own shards, which its writer callback saves.
 """
+import errno
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from dfm_lightning.data.extracted import (
     ExtractedDataset,
     atomic_write_json,
     complete_shards,
+    read_json,
     write_manifest,
     write_shard,
 )
@@ -54,6 +57,9 @@ class ExtractionConfig:
             raise UserError("extraction needs num_samples, shard_size > 0 and steps, step_size >= 0; got "
                             f"num_samples={self.num_samples}, shard_size={self.shard_size}, steps={self.steps}, "
                             f"step_size={self.step_size}")
+        if self.steps > 0 and self.step_size == 0:
+            raise UserError(f"extraction step_size 0 with steps={self.steps} spends the PGD budget on a no-op; "
+                            "set step_size > 0, or steps 0 to store the substitutes with the model's logits")
         if any(not 0 <= k < self.steps for k in self.snapshot_steps or []):
             raise UserError(f"extraction snapshot_steps must lie in [0, steps={self.steps}), got {self.snapshot_steps}")
         if self.eps is not None and self.eps < 0:
@@ -114,13 +120,22 @@ class Extractor(pl.LightningModule):
 class ShardWriter(BasePredictionWriter):
     """Writes every predicted shard on the rank that computed it."""
 
-    def __init__(self, out_dir: str | Path):
+    def __init__(self, out_dir: str | Path, num_shards: int):
         super().__init__(write_interval="batch")
-        self.out_dir = Path(out_dir)
+        self.out_dir, self.num_shards = Path(out_dir), num_shards
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        write_shard(self.out_dir, prediction["shard"], prediction["images"].cpu().numpy(),
-                    prediction["logits"].cpu().numpy())
+        images, logits = prediction["images"].cpu().numpy(), prediction["logits"].cpu().numpy()
+        try:
+            write_shard(self.out_dir, prediction["shard"], images, logits)
+        except OSError as e:  # numpy reports a short write with no errno
+            if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, None):
+                raise
+            left = self.num_shards - len(complete_shards(self.out_dir))
+            need, free = left * (images.nbytes + logits.nbytes), shutil.disk_usage(self.out_dir).free
+            raise UserError(f"no space left writing {self.out_dir} ({e.strerror or e}): the {left} shards still to write "
+                            f"need about {need / 2**20:.0f} MiB, {free / 2**20:.0f} MiB are free there; free space and "
+                            "rerun the same command (complete shards are kept, the partial one was removed)") from None
 
 
 def _settings(meta: dict) -> dict:
@@ -143,7 +158,8 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
             "source_checkpoint_sha256": source_sha256}
     cfg_file = out_dir / "config.json"
     if cfg_file.exists():
-        if _settings(json.loads(cfg_file.read_text())) != _settings(json.loads(json.dumps(meta))):
+        old = read_json(cfg_file, {"config": dict}, "this extraction (delete the whole directory)")
+        if _settings(old) != _settings(json.loads(json.dumps(meta))):
             raise UserError(f"{out_dir} holds an extraction with another config or source model; "
                             "choose a new output directory (nothing was overwritten)")
     else:
@@ -161,7 +177,7 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
         loader = DataLoader(source, batch_size=None, num_workers=config.num_workers)
         kwargs = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, **(trainer_kwargs or {})}
         # the stop check runs after the writer, so a stop never loses a computed shard
-        callbacks = [ShardWriter(out_dir), StopOnSignal("shard"), *kwargs.pop("callbacks", [])]
+        callbacks = [ShardWriter(out_dir, num_shards), StopOnSignal("shard"), *kwargs.pop("callbacks", [])]
         trainer = pl.Trainer(inference_mode=False, callbacks=callbacks, **kwargs)
         start = time.time()
         extractor = Extractor(model, config.steps, config.step_size, config.eps, config.snapshot_steps)

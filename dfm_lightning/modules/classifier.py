@@ -76,8 +76,11 @@ class Classifier(ImageModel):
                  arch_kwargs: dict | None = None):
         super().__init__(arch, in_channels, num_classes, input_size, optimizer, lr, weight_decay, momentum, scheduler,
                          arch_kwargs)
-        if adv_eps < 0 or adv_steps < 0:
-            raise UserError(f"adv_eps and adv_steps must be >= 0, got adv_eps={adv_eps}, adv_steps={adv_steps}")
+        if adv_eps < 0 or adv_steps < 0 or (adv_step_size is not None and adv_step_size < 0):
+            raise UserError(f"adv_eps, adv_steps and adv_step_size must be >= 0, got {adv_eps}, {adv_steps}, {adv_step_size}")
+        if adv_eps > 0 and (adv_steps == 0 or adv_step_size == 0):
+            raise UserError(f"adversarial training with adv_eps={adv_eps} needs adv_steps > 0 and adv_step_size > 0 "
+                            "(or null); with none it would train on clean images")
         self.save_hyperparameters()
 
     def adversarial(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
