@@ -64,6 +64,20 @@ def fingerprint(run: Path) -> dict:
             "results": [(g["test_accuracy"], g["robust_accuracy"], g["num_train_samples"]) for g in gens]}
 
 
+def fingerprint_in_child(run: Path) -> dict:
+    """fingerprint() in a forked child: this process must never run a torch operation itself, or later forks
+    could inherit a half-initialised thread pool and hang."""
+    result = run.with_name(run.name + ".fingerprint.json")
+    pid = os.fork()
+    if not pid:
+        try:
+            result.write_text(json.dumps(fingerprint(run)))
+        finally:
+            os._exit(0)
+    wait(pid)
+    return json.loads(result.read_text())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, default=50)
@@ -95,7 +109,7 @@ def main() -> None:
             if code != 0:
                 raise SystemExit(f"a rerun failed with exit code {code}; see {out / 'trials.log'}")
             break
-        ours, ref = fingerprint(run), fingerprint(out / "reference")
+        ours, ref = fingerprint_in_child(run), fingerprint_in_child(out / "reference")
         trials.append(ours == ref)
         if ours == ref:
             shutil.rmtree(run)

@@ -39,8 +39,8 @@ def _where(trainer: pl.Trainer, batch_idx: int) -> str:
 class ResumeCheckpoint(Checkpoint):
     """Keeps ``path`` a checkpoint the training can continue from exactly (see the module docstring)."""
 
-    def __init__(self, path: str | Path, every_s: float = 60.0):
-        self.path, self.every_s = Path(path), every_s
+    def __init__(self, path: str | Path, every_s: float = 60.0, hint: str = "rerun the same command to continue"):
+        self.path, self.every_s, self.hint = Path(path), every_s, hint
         self._last_save, self._pending = time.monotonic(), None
 
     def _sampler(self, trainer: pl.Trainer) -> ResumableRandomSampler | None:
@@ -88,7 +88,7 @@ class ResumeCheckpoint(Checkpoint):
         if stop is not None or due:
             self.save(trainer)
         if stop is not None:
-            raise signals.Stopped(stop, _where(trainer, batch_idx))
+            raise signals.Stopped(stop, _where(trainer, batch_idx), self.hint)
 
     _seed = None
 

@@ -253,7 +253,7 @@ class ChainRunner:
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=load_resumable(last))
         except signals.Stopped as e:
-            raise signals.Stopped(e.signum, f"M{g} {e.where}") from None
+            raise signals.Stopped(e.signum, f"M{g} {e.where}", e.hint) from None
         tmp = gen_dir / ".model.ckpt.tmp"
         trainer.save_checkpoint(str(tmp), weights_only=True)
         trainer.strategy.barrier()

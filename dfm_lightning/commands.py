@@ -13,6 +13,7 @@ from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities import rank_zero_only
 
 from dfm_lightning import lock
+from dfm_lightning.callbacks import ResumeCheckpoint
 from dfm_lightning.chain import DISTILL_DATA_SET_BY_CHAIN, SHAPE_KEYS, ChainRunner
 from dfm_lightning.data.extracted import ExtractedDataModule, sha256_file
 from dfm_lightning.data.origin import DATASET_SPECS, OriginDataModule
@@ -26,7 +27,13 @@ rank_zero_info = rank_zero_only(print)
 
 
 class DFMTrainer(pl.Trainer):
-    """Lightning's Trainer plus the ``robustness`` subcommand."""
+    """Lightning's Trainer plus the ``robustness`` subcommand, and a resumable ``last.ckpt`` in ``default_root_dir``
+    that a stop signal writes before ending ``dfm fit`` (continue with ``--ckpt_path`` it)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        last = Path(self.default_root_dir) / "last.ckpt"
+        self.callbacks.append(ResumeCheckpoint(last, hint=f"rerun with --ckpt_path {last} to continue"))
 
     def robustness(self, model: Classifier, datamodule: OriginDataModule | None = None, ckpt_path: str | None = None,
                    protocol: Robustness = Robustness()) -> dict[str, float]:

@@ -9,17 +9,16 @@ _received: int | None = None
 class Stopped(Exception):
     """A stop signal arrived; ``where`` says how far the run got (e.g. ``M2 epoch 3/10, batch 120``)."""
 
-    def __init__(self, signum: int, where: str):
+    def __init__(self, signum: int, where: str, hint: str = "rerun the same command to continue"):
         super().__init__(where)
-        self.signum, self.where = signum, where
+        self.signum, self.where, self.hint = signum, where, hint
 
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
 
     def __str__(self) -> str:
-        return (f"stopped by {signal.Signals(self.signum).name} at {self.where}; "
-                "rerun the same command to continue")
+        return f"stopped by {signal.Signals(self.signum).name} at {self.where}; {self.hint}"
 
 
 def _handler(signum: int, frame) -> None:

@@ -58,8 +58,13 @@ def test_docs_hold_commands_for_every_config():
 
 @pytest.mark.parametrize("where,argv", COMMANDS, ids=[w for w, _ in COMMANDS])
 def test_documented_command_instantiates(where, argv, tiny_ckpt, tmp_path, monkeypatch):
+    import numpy as np
+
     monkeypatch.chdir(REPO)  # commands are written for the checkout's root; nothing below writes there
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    (tmp_path / "coco-substitute").mkdir()  # the chain checks its substitute source exists: a stand-in
+    np.savez(tmp_path / "coco-substitute" / "coco128_substitute_64.npz", images=np.zeros((2, 64, 64, 3), np.uint8))
+    monkeypatch.setenv("DFM_DATA_DIR", str(tmp_path))
     sub, args = argv[0], _with_files(resolve_configs(argv[1:]), tiny_ckpt)  # as `dfm` resolves config names
     if "--help" in args or "--print_config" in args:
         with pytest.raises(SystemExit) as done:

@@ -260,3 +260,63 @@ def test_truncated_resume_checkpoint_is_set_aside(tmp_path, capsys):
     assert load_resumable(tmp_path / "last.ckpt") is None
     assert not (tmp_path / "last.ckpt").exists() and next(tmp_path.glob("last.ckpt.broken-*"))
     assert "starts over" in capsys.readouterr().err
+
+
+def test_sigterm_stops_extraction_after_a_whole_shard_and_the_rerun_completes_it(tiny_chain, tmp_path):
+    import os
+
+    cmd = [sys.executable, "-m", "dfm_lightning.cli", "extract", "--ckpt_path", str(tiny_chain / "gen0" / "model.ckpt"),
+           "--extraction.substitute", "noise", "--extraction.num_samples", "2000", "--extraction.shard_size", "100",
+           "--extraction.steps", "10", "--trainer.enable_progress_bar", "false"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([*cmd, "--out_dir", "d"], cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True, env=env)
+    deadline = time.time() + 240
+    while not list((tmp_path / "d").glob("shard-*.json")) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=240)[1]
+    assert proc.returncode == 143, err[-2000:]
+    assert "stopped by SIGTERM at shard" in err.strip().splitlines()[-1]
+    done = len(list((tmp_path / "d").glob("shard-*.json")))
+    assert 1 <= done < 20 and not (tmp_path / "d" / "manifest.json").exists()
+    assert not [p for p in (tmp_path / "d").iterdir() if ".tmp" in p.name]
+    for out in ("d", "ref"):  # finish the stopped one; run a reference uninterrupted
+        assert subprocess.run([*cmd, "--out_dir", out], cwd=tmp_path, capture_output=True, env=env).returncode == 0
+    assert _shards(tmp_path / "d") == _shards(tmp_path / "ref")  # byte-identical to an uninterrupted extraction
+
+
+@pytest.mark.slow
+def test_twenty_sigkills_at_random_moments_change_nothing(tmp_path):
+    """bench/kill_trials.py: SIGKILL a small chain 20 times at random moments (seeded), rerunning after each;
+    every finished run dir must equal an uninterrupted run's (shards, sample counts, results, loadable checkpoints)."""
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "kill_trials.py"), "--kills", "20", "--seed", "1",
+                           "--out", str(tmp_path / "kt")], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["kills"] >= 20 and summary["identical"] == summary["trials"] >= 1
+
+
+def test_sigterm_stops_dfm_fit_with_a_checkpoint_to_continue_from(tmp_path):
+    import os
+
+    from conftest import CONFIGS
+
+    cmd = [sys.executable, "-m", "dfm_lightning.cli", "fit", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"),
+           "--trainer.max_epochs", "60", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+           "--trainer.default_root_dir", "out"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    deadline = time.time() + 240
+    while not list(tmp_path.rglob("epoch=*.ckpt")) and time.time() < deadline:
+        time.sleep(0.2)  # training is under way once Lightning wrote its first epoch checkpoint
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=240)[1]
+    assert proc.returncode == 143, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("dfm: stopped by SIGTERM at epoch ") and "--ckpt_path out/last.ckpt" in last, last
+    resumed = subprocess.run([*cmd, "--trainer.max_epochs", "3", "--ckpt_path", "out/last.ckpt"], cwd=tmp_path,
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
