@@ -8,6 +8,7 @@ one (single process; under DDP Lightning's distributed sampler restarts the epoc
 """
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -82,9 +83,11 @@ class ResumeCheckpoint(Checkpoint):
             # not at an epoch's last batch: Lightning 2.6 resumes such a checkpoint one epoch too far on. A stop
             # asked for now is taken after the next epoch's first batch (or, after the last epoch, by the caller).
             return
-        # rank 0 decides, so that every rank saves (a collective) at the same step
-        stop = trainer.strategy.broadcast(signals.received())
-        due = trainer.strategy.broadcast(time.monotonic() - self._last_save > self.every_s)
+        stop, due = signals.received(), time.monotonic() - self._last_save > self.every_s
+        if trainer.world_size > 1:  # saving is collective: every rank must decide alike (as EarlyStopping does)
+            due = trainer.strategy.reduce_boolean_decision(due, all=False)
+            if trainer.strategy.reduce_boolean_decision(stop is not None, all=False):
+                stop = stop or signal.SIGTERM
         if stop is not None or due:
             self.save(trainer)
         if stop is not None:
@@ -100,7 +103,8 @@ class StopOnSignal(pl.Callback):
         self.what = what
 
     def _check(self, trainer: pl.Trainer, batch_idx: int) -> None:
-        stop = trainer.strategy.broadcast(signals.received())
+        # each rank looks at its own flag (no collective: under DDP ranks may hold different numbers of batches)
+        stop = signals.received()
         if stop is not None:
             raise signals.Stopped(stop, f"{self.what} {batch_idx + 1}")
 
