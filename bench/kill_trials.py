@@ -22,7 +22,7 @@ CHAIN = ["--generations", "2", "--seed_everything", "0", "--data.name", "digits"
          "--extraction.substitute", "sample_photos", "--extraction.num_samples", "600", "--extraction.shard_size", "100",
          "--extraction.steps", "10", "--extraction.step_size", "0.15", "--distill_epochs", "3", "--distill.lr", "0.003",
          "--distill_data.batch_size", "64", "--distill_data.val_size", "100", "--robustness.eps", "[0, 1]",
-         "--robustness.steps", "3", "--robustness.max_batches", "2", "--wandb.enabled", "false",
+         "--robustness.steps", "3", "--robustness.num_test_images", "128", "--wandb.enabled", "false",
          "--checkpoint_every_s", "0.3"]
 
 

@@ -27,13 +27,45 @@ def run_dfm(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) 
                           text=True, timeout=timeout, env=full_env)
 
 
+def dfm_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The dfm CLI run inside this process, for commands that only parse, print or fail (no seconds of start-up):
+    its exit code, stdout and stderr as a user sees them (an uncaught exception shows as a traceback)."""
+    import contextlib
+    import io
+    import signal
+    import traceback
+
+    from dfm_lightning import signals
+    from dfm_lightning.cli import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+            except BaseException:  # noqa: BLE001 - shown as a user would see it
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(here)
+        for s, h in handlers.items():  # main() installs the stop handlers: give pytest its Ctrl-C back
+            signal.signal(s, h)
+        signals._installed = False
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 TINY_CHAIN = [
     "--trainer", "{accelerator: cpu, devices: 1, enable_progress_bar: false, max_epochs: 8}",
     "--generations", "2", "--data.name", "digits", "--data.batch_size", "64", "--model.lr", "0.003",
     "--extraction.substitute", "sample_photos", "--extraction.num_samples", "1500", "--extraction.steps", "20",
     "--extraction.step_size", "0.15", "--extraction.shard_size", "500",
     "--distill_epochs", "6", "--distill.lr", "0.003", "--distill_data.batch_size", "64", "--distill_data.val_size", "200",
-    "--robustness.eps", "[0, 1]", "--robustness.steps", "5", "--robustness.max_batches", "2",
+    "--robustness.eps", "[0, 1]", "--robustness.steps", "5", "--robustness.num_test_images", "128",
 ]
 
 

@@ -24,9 +24,9 @@ def test_digits_training_learns_and_checkpoint_loads_weights_only(tmp_path):
     x = torch.rand(4, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(loaded(x), model.eval()(x))
-    robust = evaluate_robustness(loaded.model, dm, Robustness(eps=[0, 2], steps=5, max_batches=2),
-                                 trainer=pl.Trainer(**CPU))
-    assert robust["0"] > 0.8 and robust["2"] < robust["0"]
+    robust, n = evaluate_robustness(loaded.model, dm, Robustness(eps=[0, 2], steps=5, num_test_images=100),
+                                    trainer=pl.Trainer(**CPU))
+    assert n == 100 and robust["0"] > 0.8 and robust["2"] < robust["0"]
 
 
 def test_adversarial_training_step_uses_pgd_examples():

@@ -257,10 +257,10 @@ class ExtractedDataModule(ImageDataModule):
             self.test_set = ImageDataset(*load_origin(self.origin, False, self.root, self.download))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        return self.loader(self.train_set, True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
+        return self.loader(self.val_set, False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False)
+        return self.loader(self.test_set, False)

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from torch import distributed as dist
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
 from dfm_lightning.errors import UserError
 
@@ -155,6 +156,48 @@ class ResumableRandomSampler(RandomSampler):
         yield from torch.randperm(len(self.data_source), generator=torch.Generator().manual_seed(seed)).tolist()[skip:]
 
 
+class EverySampleOnce(DistributedSampler):
+    """Rank r of W takes samples r, r + W, r + 2W, ...: every sample exactly once at any world size.
+
+    Lightning's default under DDP, a DistributedSampler, pads every rank to the same length by repeating samples, so
+    accuracy would count some test images twice and depend on the number of processes (and its predict sampler
+    refuses a rank with nothing to do, e.g. one shard left for two processes). Being a DistributedSampler, this one
+    is kept as it is. The world is read when the sampler is used, inside the Trainer's run: the loader may be built
+    before the process group exists. Ranks may hold one batch more than others: for loops that synchronise nothing
+    per batch (evaluation metrics are synchronised once, at the end; extraction not at all). ``idle``: the index a
+    rank with no samples gets once instead (Lightning refuses a rank without batches)."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int | None = None, rank: int | None = None,
+                 idle: int | None = None):
+        # not DistributedSampler.__init__, which asks the process group for the world at once
+        self.dataset, self._world, self.idle = dataset, (num_replicas, rank), idle
+        self.shuffle, self.drop_last, self.seed, self.epoch = False, False, 0, 0
+
+    @property
+    def num_replicas(self) -> int:
+        n = self._world[0]
+        return n if n is not None else dist.get_world_size() if _distributed() else 1
+
+    @property
+    def rank(self) -> int:
+        r = self._world[1]
+        return r if r is not None else dist.get_rank() if _distributed() else 0
+
+    def _indices(self) -> range | list[int]:
+        mine = range(self.rank, len(self.dataset), self.num_replicas)
+        return [self.idle] if len(mine) == 0 and self.idle is not None else mine
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+    def __iter__(self):
+        return iter(self._indices())
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 class ImageDataModule(pl.LightningDataModule):
     """Loaders over batched datasets and the optional training-time shift/flip augmentation, shared by the
     origin and extracted data modules (subclasses set the datasets and the attributes used here)."""
@@ -163,8 +206,11 @@ class ImageDataModule(pl.LightningDataModule):
     num_workers: int
     augment: bool
 
-    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
-        sampler = ResumableRandomSampler(ds) if shuffle else None  # same order as shuffle=True, and resumable
+    def loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+        """A training loader (``shuffle``; Lightning shards it under DDP) or an evaluation loader (every sample
+        once, whatever the number of processes)."""
+        # shuffled: the same order as shuffle=True, and resumable
+        sampler = ResumableRandomSampler(ds) if shuffle else EverySampleOnce(ds)
         return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           collate_fn=keep_batch, persistent_workers=self.num_workers > 0)
 
@@ -209,10 +255,36 @@ class OriginDataModule(ImageDataModule):
             self.test_set = ImageDataset(*load_origin(self.name, False, self.root, self.download))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        return self.loader(self.train_set, True)
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_set, False) if self.val_size > 0 else []
+        return self.loader(self.val_set, False) if self.val_size > 0 else []
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False)
+        return self.loader(self.test_set, False)
+
+
+class EvalDataModule(ImageDataModule):
+    """The first ``num_samples`` (None: all) test samples of ``source`` - a data module's test set (prepared and set
+    up inside the Trainer, so a download stays on one process) or a dataset - each evaluated exactly once at any
+    world size."""
+
+    def __init__(self, source: pl.LightningDataModule | Dataset, num_samples: int | None = None,
+                 batch_size: int | None = None):
+        super().__init__()
+        self.source, self.num_samples = source, num_samples
+        self.batch_size = batch_size or source.batch_size
+        self.num_workers, self.augment = getattr(source, "num_workers", 0), False
+
+    def prepare_data(self) -> None:
+        if isinstance(self.source, pl.LightningDataModule):
+            self.source.prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        if isinstance(self.source, pl.LightningDataModule):
+            self.source.setup("test")
+
+    def test_dataloader(self) -> DataLoader:
+        ds = self.source.test_set if isinstance(self.source, pl.LightningDataModule) else self.source
+        n = len(ds) if self.num_samples is None else min(self.num_samples, len(ds))
+        return self.loader(ds if n == len(ds) else Subset(ds, range(n)), shuffle=False)

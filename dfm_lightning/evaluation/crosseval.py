@@ -3,10 +3,9 @@ argmax of its stored logits. The model a dataset was extracted from should score
 from pathlib import Path
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
 
 from dfm_lightning.data.extracted import ExtractedDataset, atomic_write_bytes, atomic_write_json, sha256_file
-from dfm_lightning.data.origin import ImageDataset, keep_batch
+from dfm_lightning.data.origin import EvalDataModule, ImageDataset
 from dfm_lightning.modules import load_module
 
 
@@ -22,14 +21,13 @@ def crosseval(datasets: list[str], checkpoints: list[str], num_samples: int = 10
     extracted = [ExtractedDataset(d) for d in datasets]  # checked and verified: a bad manifest is one line
     sources = [ds.manifest.get("source_checkpoint_sha256") for ds in extracted]
     hashes = [sha256_file(c) for c in checkpoints]
-    loaders = [DataLoader(labelled_by_logits(ds, num_samples), batch_size=batch_size, collate_fn=keep_batch)
-               for ds in extracted]
+    data = [EvalDataModule(labelled_by_logits(ds, num_samples), batch_size=batch_size) for ds in extracted]
     matrix = []
     for ckpt in checkpoints:
         module = load_module(ckpt)
         trainer = pl.Trainer(**{"logger": False, "enable_model_summary": False, "enable_progress_bar": False,
                                 **(trainer_kwargs or {})})
-        matrix.append([float(trainer.test(module, dataloaders=loader, verbose=False)[0]["test/acc"]) for loader in loaders])
+        matrix.append([float(trainer.test(module, datamodule=dm, verbose=False)[0]["test/acc"]) for dm in data])
     return {"datasets": [str(d) for d in datasets], "checkpoints": [str(c) for c in checkpoints],
             "num_samples": num_samples, "accuracy": matrix,
             "source": [hashes.index(s) if s in hashes else None for s in sources]}

@@ -1,16 +1,19 @@
 """The paper's robustness protocol (Table 2): untargeted L2-PGD, 20 steps of 2.5 * eps / steps, per eps.
 
 Runs as ``Trainer.test`` with ``inference_mode=False`` so it gets Lightning's progress bar, devices and
-DDP metric sync; eps = 0 is clean accuracy.
+DDP metric sync; eps = 0 is clean accuracy. Under DDP every test image is evaluated exactly once (no padding), so
+the figures do not depend on the number of processes.
 """
 from dataclasses import dataclass, field
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from dfm_lightning.attacks import cross_entropy_per_sample, l2_pgd
+from dfm_lightning.data.origin import EvalDataModule
 from dfm_lightning.errors import UserError
 from dfm_lightning.models import freeze, num_classes_of
 
@@ -18,12 +21,12 @@ from dfm_lightning.models import freeze, num_classes_of
 @dataclass
 class Robustness:
     """The protocol: untargeted L2-PGD with ``steps`` steps of ``rel_step_size * eps / steps`` for each ``eps``
-    (0 = clean accuracy). ``max_batches`` limits the test batches (an int count, or a fraction of the test set)."""
+    (0 = clean accuracy), on the first ``num_test_images`` images of the test set (None: all of them)."""
 
     eps: list[float] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     steps: int = 20
     rel_step_size: float = 2.5
-    max_batches: int | float = 1.0
+    num_test_images: int | None = None
 
     def __post_init__(self) -> None:  # refused when the config is built: these would report a meaningless number
         if any(e < 0 for e in self.eps):
@@ -31,8 +34,8 @@ class Robustness:
         if any(e > 0 for e in self.eps) and (self.steps <= 0 or self.rel_step_size <= 0):
             raise UserError(f"robustness with eps > 0 needs steps > 0 and rel_step_size > 0 (got steps={self.steps}, "
                             f"rel_step_size={self.rel_step_size}): it would report clean accuracy as robust accuracy")
-        if self.max_batches <= 0 or (isinstance(self.max_batches, float) and self.max_batches > 1):
-            raise UserError(f"robustness max_batches must be a count >= 1 or a fraction in (0, 1], got {self.max_batches}")
+        if self.num_test_images is not None and self.num_test_images < 1:
+            raise UserError(f"robustness num_test_images must be >= 1 or null (all), got {self.num_test_images}")
 
 
 def eps_key(eps: float) -> str:
@@ -41,7 +44,7 @@ def eps_key(eps: float) -> str:
 
 
 class RobustnessEval(pl.LightningModule):
-    """Wraps a frozen model; ``test_step`` logs ``robust/acc_eps{e}`` for every eps."""
+    """Wraps a frozen model; ``test_step`` logs ``robust/acc_eps{e}`` for every eps and ``robust/num_images``."""
 
     def __init__(self, model: nn.Module, eps: list[float], steps: int, rel_step_size: float):
         super().__init__()
@@ -50,6 +53,7 @@ class RobustnessEval(pl.LightningModule):
         self.eps, self.steps, self.rel_step_size = list(eps), steps, rel_step_size
         num_classes = num_classes_of(model)
         self.accs = nn.ModuleList([MulticlassAccuracy(num_classes, average="micro") for _ in self.eps])
+        self.num_images = SumMetric()  # summed over ranks: proves each image counted once
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y = batch
@@ -59,20 +63,21 @@ class RobustnessEval(pl.LightningModule):
             with torch.no_grad():
                 acc.update(self.model(adv), y)
             self.log(f"robust/acc_eps{eps_key(eps)}", acc, prog_bar=len(self.eps) <= 3)
+        self.num_images.update(torch.tensor(float(len(x)), device=x.device))
+        self.log("robust/num_images", self.num_images)
 
 
 def evaluate_robustness(model: nn.Module, datamodule: pl.LightningDataModule, protocol: Robustness = Robustness(),
-                        trainer: pl.Trainer | None = None) -> dict[str, float]:
-    """Accuracy under L2-PGD for each eps on the datamodule's test set, as {eps_key: fraction}.
-
-    A given ``trainer`` keeps its own devices and callbacks; its test-batch limit becomes ``protocol.max_batches``."""
+                        trainer: pl.Trainer | None = None) -> tuple[dict[str, float], int]:
+    """Accuracy under L2-PGD for each eps on the datamodule's first ``protocol.num_test_images`` test images, as
+    ({eps_key: fraction}, number of images evaluated). A given ``trainer`` keeps its own devices and callbacks."""
     p = protocol
     evaluator = RobustnessEval(model, p.eps, p.steps, p.rel_step_size)
     trainer = trainer or pl.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False)
-    trainer.limit_test_batches = p.max_batches  # what Trainer(limit_test_batches=...) sets: int = count, float = share
     trainer.test_loop.inference_mode = False  # PGD needs gradients w.r.t. the inputs
-    trainer.test(evaluator, datamodule=datamodule, verbose=False)
-    return {eps_key(e): float(trainer.callback_metrics[f"robust/acc_eps{eps_key(e)}"]) for e in p.eps}
+    trainer.test(evaluator, datamodule=EvalDataModule(datamodule, p.num_test_images), verbose=False)
+    metrics = trainer.callback_metrics
+    return {eps_key(e): float(metrics[f"robust/acc_eps{eps_key(e)}"]) for e in p.eps}, int(metrics["robust/num_images"])
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:

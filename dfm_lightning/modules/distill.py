@@ -1,5 +1,6 @@
 """DtM from extracted data: a fresh model trained to reproduce the stored logits (L2 logit distillation)."""
 import torch
+from torchmetrics import MeanMetric
 
 from dfm_lightning.errors import UserError
 from dfm_lightning.modules.classifier import ImageModel
@@ -23,6 +24,7 @@ class Distiller(ImageModel):
         super().__init__(arch, in_channels, num_classes, input_size, optimizer, lr, weight_decay, momentum, scheduler,
                          arch_kwargs)
         self.save_hyperparameters()
+        self.val_loss = MeanMetric()  # a metric, not a float: under DDP the mean over all ranks' samples, exactly
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, z = batch
@@ -37,6 +39,7 @@ class Distiller(ImageModel):
     def validation_step(self, batch, batch_idx: int) -> None:
         x, z = batch
         logits = self.model(x)
-        self.log("val/distill_loss", logit_l2(logits, z), prog_bar=True)
+        self.val_loss.update((logits - z).square().sum(dim=1))
+        self.log("val/distill_loss", self.val_loss, prog_bar=True)
         self.val_acc(logits, z.argmax(1))
         self.log("val/agreement", self.val_acc, prog_bar=True)
