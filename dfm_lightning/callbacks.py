@@ -5,12 +5,15 @@ RNG states) every ``every_s`` seconds and before a stop (never at an epoch's las
 on resume, so an interrupted fit continues with the next batch and ends with the same weights as an uninterrupted
 one (single process; under DDP Lightning's distributed sampler restarts the epoch's order instead).
 :class:`StopOnSignal` ends a predict or test run at the next batch when a stop was asked for.
+:class:`SharedDirCheck` refuses an output directory that not every process sees (several nodes, no shared filesystem).
 """
 import os
 import random
 import signal
+import socket
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ from pytorch_lightning.callbacks import Checkpoint
 
 from dfm_lightning import signals
 from dfm_lightning.data.origin import ResumableRandomSampler
+from dfm_lightning.errors import UserError
 
 
 def _rng_state() -> dict:
@@ -37,7 +41,23 @@ def _where(trainer: pl.Trainer, batch_idx: int) -> str:
     return f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}, batch {batch_idx + 1}"
 
 
-class ResumeCheckpoint(Checkpoint):
+class OwnStopSignal(pl.Callback):
+    """Keeps SIGTERM with :mod:`dfm_lightning.signals` during a run (see :func:`signals.reclaim`)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        signals.reclaim()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        signals.reclaim()
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        signals.reclaim()
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        signals.reclaim()
+
+
+class ResumeCheckpoint(OwnStopSignal, Checkpoint):
     """Keeps ``path`` a checkpoint the training can continue from exactly (see the module docstring)."""
 
     def __init__(self, path: str | Path, every_s: float = 60.0, hint: str = "rerun the same command to continue"):
@@ -55,6 +75,7 @@ class ResumeCheckpoint(Checkpoint):
         self._pending = state
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
         if self._pending is None:
             return
         sampler = self._sampler(trainer)
@@ -70,7 +91,7 @@ class ResumeCheckpoint(Checkpoint):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
         try:
-            trainer.save_checkpoint(tmp)
+            trainer.save_checkpoint(tmp, weights_only=False)  # the whole state, to resume from
             if trainer.is_global_zero:
                 os.replace(tmp, self.path)
         finally:
@@ -96,7 +117,7 @@ class ResumeCheckpoint(Checkpoint):
     _seed = None
 
 
-class StopOnSignal(pl.Callback):
+class StopOnSignal(OwnStopSignal):
     """Ends predict (extraction: after the shard's writer) and test runs at the next batch when a stop was asked for."""
 
     def __init__(self, what: str = "batch"):
@@ -113,6 +134,41 @@ class StopOnSignal(pl.Callback):
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._check(trainer, batch_idx)
+
+
+class SharedDirCheck(pl.Callback):
+    """At setup, before any work: rank 0 writes a random token into ``directory`` and every rank reads it back.
+
+    Every process writes its outputs (shards, checkpoints) there and rank 0 collects them, so on several nodes the
+    directory must be one shared filesystem; without one a run would fail late, or silently lose the other nodes'
+    shards. One check per directory and process (the process group outlives a Trainer)."""
+
+    _checked: set = set()
+
+    def __init__(self, directory: str | Path, option: str = "--run_dir"):
+        self.directory, self.option = Path(directory), option
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        key = str(self.directory.resolve())
+        if trainer.world_size == 1 or key in self._checked:
+            return
+        token = trainer.strategy.broadcast(uuid.uuid4().hex if trainer.is_global_zero else None)
+        probe = self.directory / ".dfm-shared-check"
+        if trainer.is_global_zero:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe.write_text(token)
+        trainer.strategy.barrier()
+        try:
+            seen = probe.read_text() == token
+        except OSError:
+            seen = False
+        if not trainer.strategy.reduce_boolean_decision(seen, all=True):  # every rank decides alike: no hang
+            where = "" if seen else f" (rank {trainer.global_rank} on host {socket.gethostname()} does not see a " \
+                                    "file rank 0 wrote there)"
+            raise UserError(f"{self.option} {self.directory} is not one directory for all {trainer.world_size} "
+                            f"processes{where}: {self.option.lstrip('-')} must be on a filesystem shared by all nodes "
+                            "(not a node's local disk); pass a path on the cluster's shared storage")
+        self._checked.add(key)
 
 
 def load_resumable(path: Path) -> str | None:

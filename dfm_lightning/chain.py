@@ -30,7 +30,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
 from dfm_lightning import lock, signals
-from dfm_lightning.callbacks import ResumeCheckpoint, StopOnSignal, load_resumable
+from dfm_lightning.callbacks import ResumeCheckpoint, SharedDirCheck, StopOnSignal, load_resumable
 from dfm_lightning.data.extracted import (
     ExtractedDataModule,
     ExtractedDataset,
@@ -87,8 +87,8 @@ class ChainRunner:
         m0_ckpt_path: start from this M0 checkpoint instead of training one; its architecture is then the
             students' default.
         distill_epochs: DtM epochs per generation (M0's are ``trainer.max_epochs``).
-        checkpoint_every_s: how often a training step writes its resumable ``last.ckpt`` (also at every epoch end
-            and before a stop), in seconds.
+        checkpoint_every_s: how often a training step writes its resumable ``last.ckpt`` (and before a stop), in
+            seconds.
         extraction: how DfM runs.
         robustness: the Table 2 protocol every generation is evaluated with.
         wandb: W&B logging.
@@ -157,7 +157,8 @@ class ChainRunner:
                                 "already ran; use a new --run_dir, or delete the old one")
             if read_json(path, {}, "") == record:
                 return  # a plain rerun rewrites nothing
-        atomic_write_json(path, record)
+        if lock.is_rank_zero():  # under torchrun/srun every rank gets here at once
+            atomic_write_json(path, record)
 
     # the outputs each setting decides: changing a setting is fine until one of them exists
     _DECIDES = {"model": ("m0",), "data": ("m0", "eval"), "m0_ckpt_path": ("m0",), "trainer": ("m0", "student"),
@@ -174,6 +175,7 @@ class ChainRunner:
         """Run (or continue) the chain; return the results dict also written to ``results.json``."""
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise UserError(f"--run_dir {self.run_dir} is a file; pass a directory")
+        self.run_dir.mkdir(parents=True, exist_ok=True)  # by every rank: under torchrun/srun all start at once
         with lock.exclusive(self.run_dir):
             return self._run()
 
@@ -212,7 +214,7 @@ class ChainRunner:
             try:
                 dataset = extract(load_module(prev).model, gen_dir / "data", self.extraction, seed=self.seed + g,
                                   source_sha256=sha256_file(prev), root=self.data["root"],
-                                  trainer_kwargs=self.trainer_kwargs,
+                                  trainer_kwargs=self._with_checks(self.trainer_kwargs),
                                   input_shape=(self.shape["in_channels"], self.shape["input_size"]))
             except signals.Stopped as e:
                 raise signals.Stopped(e.signum, f"D{g} extraction, {e.where} of this run") from None
@@ -234,8 +236,9 @@ class ChainRunner:
     def _train(self, g: int, gen_dir: Path, logger) -> int | None:
         if g == 0 and self.m0_ckpt_path:
             load_module(self.m0_ckpt_path)  # validates the file before copying it in
-            shutil.copyfile(self.m0_ckpt_path, gen_dir / ".model.ckpt.tmp")
-            os.replace(gen_dir / ".model.ckpt.tmp", gen_dir / "model.ckpt")
+            tmp = gen_dir / f".model.ckpt.tmp{os.getpid()}"  # per process: under torchrun/srun every rank copies
+            shutil.copyfile(self.m0_ckpt_path, tmp)
+            os.replace(tmp, gen_dir / "model.ckpt")
             return self._num_train(0)
         # seeded here, not only at the generation's start: whether this process also ran the extraction (whose
         # loaders draw from the global RNG) must not change the initial weights, or a resumed chain would differ
@@ -263,10 +266,15 @@ class ChainRunner:
         trainer.strategy.barrier()
         return len(dm.train_set)
 
+    def _with_checks(self, kwargs: dict) -> dict:
+        """Trainer arguments plus the check, at the first setup, that every process sees this run dir."""
+        return {**kwargs, "callbacks": [SharedDirCheck(self.run_dir), *(kwargs.get("callbacks") or [])]}
+
     def _trainer(self, **forced) -> pl.Trainer:
         """A fresh Trainer: the chain's ``trainer`` settings, with what this step needs on top (callbacks added)."""
-        callbacks = [*(self.trainer_kwargs.get("callbacks") or []), *forced.pop("callbacks", [StopOnSignal("test batch")])]
-        return pl.Trainer(**{"enable_model_summary": False, **self.trainer_kwargs, **forced, "callbacks": callbacks})
+        kwargs = self._with_checks(self.trainer_kwargs)
+        callbacks = [*kwargs["callbacks"], *forced.pop("callbacks", [StopOnSignal("test batch")])]
+        return pl.Trainer(**{"enable_model_summary": False, **kwargs, **forced, "callbacks": callbacks})
 
     def _num_train(self, g: int) -> int | None:
         """Training-set size of generation g's model (None for a handed-over M0: it is not known here)."""
@@ -288,9 +296,9 @@ class ChainRunner:
         trainer = self._trainer(logger=False, enable_checkpointing=False)
         test_acc = float(trainer.test(module, datamodule=dm, verbose=False)[0]["test/acc"])
         trainer = self._trainer(logger=False, enable_checkpointing=False)
-        robust = evaluate_robustness(module.model, dm, self.robustness, trainer=trainer)
+        robust, num_images = evaluate_robustness(module.model, dm, self.robustness, trainer=trainer)
         row = {"generation": g, "test_accuracy": round(test_acc, 6),
-               "robust_accuracy": {k: round(v, 6) for k, v in robust.items()}}
+               "robust_accuracy": {k: round(v, 6) for k, v in robust.items()}, "robust_num_images": num_images}
         rank_zero_only(print)(f"[chain] M{g}: test accuracy {100 * test_acc:.2f}% | " +
                               " ".join(f"eps={k}: {100 * v:.1f}%" for k, v in robust.items()), flush=True)
         return row

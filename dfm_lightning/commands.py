@@ -47,8 +47,9 @@ class DFMTrainer(pl.Trainer):
             if datamodule is not None and theirs != DATASET_SPECS[datamodule.name]:
                 raise UserError(f"checkpoint {ckpt_path} takes (channels, size, classes) {theirs}, but data.name "
                                 f"{datamodule.name!r} has {DATASET_SPECS[datamodule.name]}; pass matching --data.name")
-        accs = evaluate_robustness(model.model, datamodule, protocol, trainer=self)
-        print(format_table({Path(ckpt_path).name if ckpt_path else model.hparams.arch: accs}))
+        accs, num_images = evaluate_robustness(model.model, datamodule, protocol, trainer=self)
+        rank_zero_info(format_table({Path(ckpt_path).name if ckpt_path else model.hparams.arch: accs}) +
+                       f"\n({num_images} test images, {protocol.steps} PGD steps)")
         if isinstance(self.logger, WandbLogger):
             import wandb
 

@@ -1,6 +1,6 @@
 """One writer per output directory: an advisory ``fcntl.flock`` on ``DIR/.dfm.lock``, released on any exit (the
-kernel drops it with the process, so a killed run never leaves a stale lock). Under DDP only the launching process
-(global rank 0) takes it."""
+kernel drops it with the process, so a killed run never leaves a stale lock). Under DDP only global rank 0 takes it,
+whichever launcher started the processes."""
 import contextlib
 import fcntl
 import os
@@ -10,14 +10,19 @@ from pathlib import Path
 from dfm_lightning.errors import UserError
 
 
-def _is_rank_zero() -> bool:
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+# what each launcher sets: Lightning's own (LOCAL_RANK, NODE_RANK), torchrun (RANK, GROUP_RANK), srun (SLURM_PROCID)
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0, from the launcher's variables (before any process group exists)."""
+    return all(os.environ.get(k, "0") == "0" for k in RANK_VARIABLES)
 
 
 @contextlib.contextmanager
 def exclusive(directory: str | Path):
     """Hold the directory's lock for the ``with`` block, or fail at once with one line naming the holder."""
-    if not _is_rank_zero():
+    if not is_rank_zero():
         yield
         return
     path = Path(directory) / ".dfm.lock"

@@ -2,8 +2,10 @@
 the running step notices it at its next batch or shard boundary, saves what it has, and raises :class:`Stopped`,
 which the CLI turns into one line and exit code 128 + the signal number. A second Ctrl-C stops at once."""
 import signal
+import threading
 
 _received: int | None = None
+_installed = False
 
 
 class Stopped(Exception):
@@ -29,9 +31,20 @@ def _handler(signum: int, frame) -> None:
 
 
 def install() -> None:
-    """Route SIGTERM and SIGINT to the flag (main thread only; Lightning chains its own SIGTERM handler to ours)."""
+    """Route SIGTERM and SIGINT to the flag (main thread only)."""
+    global _installed
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, _handler)
+    _installed = True
+
+
+def reclaim() -> None:
+    """Take SIGTERM back from Lightning, which installs its own handler at the start of every run (and restores ours
+    after it). Under DDP Lightning's handler broadcasts from inside the signal handler: a collective that can pair
+    with another rank's barrier and hang both (observed: a SIGTERM during DDP extraction never ended). Our flag is
+    read at batch and shard boundaries, with collectives only where every rank makes them."""
+    if _installed and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _handler)
 
 
 def received() -> int | None:

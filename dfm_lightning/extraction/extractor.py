@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dfm_lightning.attacks import l2_pgd
-from dfm_lightning.callbacks import StopOnSignal
+from dfm_lightning.callbacks import SharedDirCheck, StopOnSignal
 from dfm_lightning.data.extracted import (
     ExtractedDataset,
     atomic_write_json,
@@ -28,6 +28,7 @@ from dfm_lightning.data.extracted import (
     write_manifest,
     write_shard,
 )
+from dfm_lightning.data.origin import EverySampleOnce
 from dfm_lightning.data.substitute import SubstituteDataset
 from dfm_lightning.errors import UserError
 from dfm_lightning.extraction.virtual_logits import VirtualLogits
@@ -71,6 +72,9 @@ def logit_distance(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (logits.float() - target).norm(dim=1)
 
 
+IDLE = -1  # the item of a rank with no shard left (fewer pending shards than processes): nothing to compute
+
+
 class ShardSource(Dataset):
     """Item k = shard ``pending[k]``: its substitute images, virtual logits and sample indices."""
 
@@ -83,6 +87,8 @@ class ShardSource(Dataset):
         return len(self.pending)
 
     def __getitem__(self, k: int) -> dict:
+        if k == IDLE:
+            return {"shard": IDLE}
         shard = self.pending[k]
         idx = range(shard * self.shard_size, min((shard + 1) * self.shard_size, len(self.substitute)))
         return {"shard": shard, "x_s": self.substitute.images(idx),
@@ -103,7 +109,9 @@ class Extractor(pl.LightningModule):
         self.eps = math.inf if eps is None else eps
         self.snapshot_steps = sorted(set(snapshot_steps or []))
 
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+    def predict_step(self, batch: dict, batch_idx: int) -> dict | None:
+        if batch["shard"] == IDLE:
+            return None
         x_s, iterates, done = batch["x_s"], [], 0
         with torch.enable_grad():
             for k in [*self.snapshot_steps, self.steps]:
@@ -125,6 +133,8 @@ class ShardWriter(BasePredictionWriter):
         self.out_dir, self.num_shards = Path(out_dir), num_shards
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        if prediction is None:  # an idle rank
+            return
         images, logits = prediction["images"].cpu().numpy(), prediction["logits"].cpu().numpy()
         try:
             write_shard(self.out_dir, prediction["shard"], images, logits)
@@ -174,10 +184,12 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
     pending = sorted(set(range(num_shards)) - complete_shards(out_dir))
     if pending:
         source = ShardSource(substitute, config.virtual_logits, num_classes, config.shard_size, pending, seed)
-        loader = DataLoader(source, batch_size=None, num_workers=config.num_workers)
+        # under DDP rank r computes pending shards r, r + W, ... (none when fewer shards than ranks are left)
+        loader = DataLoader(source, batch_size=None, sampler=EverySampleOnce(source, idle=IDLE), num_workers=config.num_workers)
         kwargs = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, **(trainer_kwargs or {})}
         # the stop check runs after the writer, so a stop never loses a computed shard
-        callbacks = [ShardWriter(out_dir, num_shards), StopOnSignal("shard"), *kwargs.pop("callbacks", [])]
+        callbacks = [*(kwargs.pop("callbacks", None) or []), SharedDirCheck(out_dir, "--out_dir"),
+                     ShardWriter(out_dir, num_shards), StopOnSignal("shard")]
         trainer = pl.Trainer(inference_mode=False, callbacks=callbacks, **kwargs)
         start = time.time()
         extractor = Extractor(model, config.steps, config.step_size, config.eps, config.snapshot_steps)
