@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CONFIGS, REPO, TINY_CHAIN, run_dfm
+from conftest import CONFIGS, REPO, TINY_CHAIN, dfm_in_process, run_dfm
 from wandb_records import logged
 
 
@@ -27,16 +27,8 @@ def test_top_level_help(tmp_path):
 
 @pytest.mark.parametrize("sub", ["fit", "validate", "test", "robustness", "extract", "chain", "crosseval"])
 def test_subcommand_help(tmp_path, sub):
-    proc = run_dfm(sub, "--help", cwd=tmp_path)
+    proc = dfm_in_process(sub, "--help", cwd=tmp_path)
     assert proc.returncode == 0 and "--config" in proc.stdout and "--print_config" in proc.stdout
-
-
-def test_robustness_max_batches_count_stays_an_int(tmp_path):
-    # 1 must stay a count of one batch: as the float 1.0 Lightning would read it as "all test batches"
-    proc = run_dfm("chain", "--config", "configs/quickstart.yaml", "--robustness.max_batches", "1",
-                   "--print_config", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "max_batches: 1\n" in proc.stdout
 
 
 def test_fit_then_robustness(tmp_path):
@@ -47,8 +39,8 @@ def test_fit_then_robustness(tmp_path):
     proc = run_dfm("robustness", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--ckpt_path", str(ckpt),
                    "--protocol.eps", "[0, 1]", "--protocol.steps", "3", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    header, _, row = proc.stdout.strip().splitlines()[-3:]
-    assert "eps=0" in header and "eps=1" in header
+    header, _, row, count = proc.stdout.strip().splitlines()[-4:]
+    assert "eps=0" in header and "eps=1" in header and count.startswith("(360 test images")  # digits: all 360
     clean, eps1 = (float(v) for v in row.strip("| ").split("|")[1:])
     assert 30 < clean <= 100 and eps1 <= clean
     proc = run_dfm("robustness", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--ckpt_path", str(ckpt),
@@ -63,12 +55,13 @@ def test_missing_dataset(tmp_path):
 
 
 def test_unknown_architecture(tmp_path):
-    proc = run_dfm("fit", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--model.arch", "alexnet", cwd=tmp_path)
+    proc = dfm_in_process("fit", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--model.arch", "alexnet",
+                          cwd=tmp_path)
     assert_one_line_error(proc, "alexnet", "lenet", "resnet18")
 
 
 def test_missing_checkpoint(tmp_path):
-    proc = run_dfm("extract", "--ckpt_path", "nope.ckpt", "--out_dir", "d", cwd=tmp_path)
+    proc = dfm_in_process("extract", "--ckpt_path", "nope.ckpt", "--out_dir", "d", cwd=tmp_path)
     assert_one_line_error(proc, "nope.ckpt", "not found")
 
 
@@ -87,7 +80,7 @@ def test_chain_results_schema_figures_and_wandb(tiny_chain):
     gens = results["generations"]
     assert [g["generation"] for g in gens] == [0, 1, 2]
     for g in gens:
-        assert set(g) == {"generation", "test_accuracy", "robust_accuracy", "num_train_samples", "train_seconds",
+        assert set(g) == {"generation", "test_accuracy", "robust_accuracy", "robust_num_images", "num_train_samples", "train_seconds",
                           "extract_seconds"}
         assert set(g["robust_accuracy"]) == {"0", "1"} and 0 <= g["test_accuracy"] <= 1
     assert gens[0]["test_accuracy"] > 0.85 and gens[1]["test_accuracy"] > 0.5  # chance is 0.1
@@ -204,7 +197,7 @@ def test_wandb_falls_back_to_offline_by_itself(tmp_path):
 ])
 def test_unknown_trainer_key_is_one_line(tmp_path, sub, args):
     for bad in (["--trainer.acelerator", "cpu"], ["--trainer", "{acelerator: cpu}"]):
-        proc = run_dfm(sub, *args, *bad, cwd=tmp_path)
+        proc = dfm_in_process(sub, *args, *bad, cwd=tmp_path)
         assert proc.returncode == 2
         assert_one_line_error(proc, f"dfm {sub}: error:", "acelerator")
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -212,8 +205,8 @@ def test_unknown_trainer_key_is_one_line(tmp_path, sub, args):
 
 
 def test_trainer_options_are_typed(tmp_path):
-    proc = run_dfm("chain", "--config", "configs/quickstart.yaml", "--trainer.max_epochs", "1",
-                   "--trainer.enable_progress_bar", "false", "--print_config", cwd=tmp_path)
+    proc = dfm_in_process("chain", "--config", "configs/quickstart.yaml", "--trainer.max_epochs", "1",
+                          "--trainer.enable_progress_bar", "false", "--print_config", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     trainer = proc.stdout.split("\ntrainer:\n", 1)[1]
     assert "\n  max_epochs: 1\n" in trainer and "\n  enable_progress_bar: false\n" in trainer
@@ -226,7 +219,8 @@ def test_top_level_help_imports_nothing_heavy():
 
 
 def test_lightning_optimizer_flags_are_off(tmp_path):
-    proc = run_dfm("fit", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--optimizer", "SGD", cwd=tmp_path)
+    proc = dfm_in_process("fit", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--optimizer", "SGD",
+                          cwd=tmp_path)
     assert_one_line_error(proc, "optimizer")
     assert proc.returncode == 2
 

@@ -215,6 +215,7 @@ def test_second_writer_is_refused_with_the_holders_pid(tmp_path):
 @pytest.mark.parametrize("bad,needle", [
     (["--robustness.steps", "0"], "clean accuracy as robust"),
     (["--robustness.eps", "[0, -1]"], "eps must be >= 0"),
+    (["--robustness.num_test_images", "0"], "num_test_images must be >= 1"),
     (["--extraction.step_size", "0"], "no-op"),
     (["--extraction.steps", "-1"], "steps"),
     (["--model.adv_eps", "1", "--model.adv_steps", "0"], "clean images"),
