@@ -6,6 +6,8 @@
 #
 # Experiments (each chain is resumable: a run cut short by SECONDS loses nothing already written in its run dir):
 #   throughput             DfM image-steps/s per architecture, fp32 vs bf16-mixed (bench/extraction_throughput.py)
+#   scaling [DEVICES]      DfM image-steps/s with 1, 2, ... DDP processes, one GPU each, MNIST lenet_wide
+#                          (bench/ddp_scaling.py; DEVICES default 1, e.g. 1,2,4,8 on a machine with 8 GPUs)
 #   mnist                  both full-scale MNIST chains (500k images per generation), side by side
 #   cifar                  both full-scale CIFAR-10 VGG8 chains, side by side
 #   nimg NR_M0 R_M0 [N]    number-of-images ablation from a non-robust M0 (one D1 of N, default 500k; students on all
@@ -46,6 +48,8 @@ CIFAR=(--config configs/fit/cifar10_vgg8.yaml --config configs/chain/cifar10.yam
        --extraction.num_workers 0 --distill_data.num_workers 0)  # loader workers crashed on a small /dev/shm
 case $exp in
   throughput) timeout "$budget" python3 bench/extraction_throughput.py --out "$out/throughput.json" ;;
+  scaling) timeout "$budget" python3 bench/ddp_scaling.py --accelerator gpu --devices "${3:-1}" \
+             --num_samples 500000 --shard_size 25000 --out "$out/scaling.json" ;;
   mnist) chain mnist "${MNIST[@]}"; chain mnist_robust "${MNIST[@]}" --config configs/robust/mnist.yaml ;;
   cifar) chain cifar10 "${CIFAR[@]}"; chain cifar10_robust "${CIFAR[@]}" --config configs/robust/cifar10.yaml ;;
   nimg)
