@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -40,13 +41,13 @@ from dfm_lightning.data.extracted import (
     read_json,
     sha256_file,
 )
-from dfm_lightning.data.origin import OriginDataModule, check_origin
+from dfm_lightning.data.origin import CLASS_NAMES, OriginDataModule, check_origin
 from dfm_lightning.data.substitute import SubstituteDataset, check_source
 from dfm_lightning.errors import UserError
 from dfm_lightning.evaluation.figures import save_accuracy_plot, save_extraction_grid
 from dfm_lightning.evaluation.robustness import Robustness, evaluate_robustness
 from dfm_lightning.extraction.extractor import ExtractionConfig, extract
-from dfm_lightning.loggers import WandbConfig, WandbLogger
+from dfm_lightning.loggers import WandbConfig, WandbLogger, log_artifact, make_artifact, run_id
 from dfm_lightning.modules import Classifier, Distiller, checkpoint_info, load_module
 
 # set by the chain from the data (model and student shapes) or per generation (the extracted data's path)
@@ -185,7 +186,7 @@ class ChainRunner:
         for g in range(self.generations + 1):
             done = (self.run_dir / f"gen{g}" / "eval.json").exists()
             try:
-                results.append(self._generation(g))
+                results.append(self._generation(g, results))
             except signals.Stopped as e:
                 raise signals.Stopped(e.signum, f"generation {g} ({e.where})") from None
             fresh = fresh or not done
@@ -196,7 +197,7 @@ class ChainRunner:
         return self._results(results)
 
     # -- one generation ---------------------------------------------------------------------------------
-    def _generation(self, g: int) -> dict:
+    def _generation(self, g: int, before: list[dict]) -> dict:
         gen_dir = self.run_dir / f"gen{g}"
         done = gen_dir / "eval.json"
         if done.exists():
@@ -220,6 +221,7 @@ class ChainRunner:
                 raise signals.Stopped(e.signum, f"D{g} extraction, {e.where} of this run") from None
             extract_seconds = dataset.manifest.get("extract_seconds", time.time() - t0)
             self._figure(dataset, g, gen_dir / "extracted.png", logger)
+            self._log_dataset(logger, g, dataset)
         t0 = time.time()
         if not ckpt.exists():
             signals.check(f"M{g} training, before its first batch")
@@ -230,7 +232,7 @@ class ChainRunner:
         row.update(num_train_samples=num_train if num_train is not None else self._num_train(g),
                    train_seconds=round(train_seconds, 2), extract_seconds=round(extract_seconds, 2))
         atomic_write_json(done, row)
-        self._finish_logger(logger, row)
+        self._finish_logger(logger, row, [*before, row])
         return row
 
     def _train(self, g: int, gen_dir: Path, logger) -> int | None:
@@ -305,37 +307,97 @@ class ChainRunner:
 
     @rank_zero_only
     def _figure(self, dataset: ExtractedDataset, g: int, path: Path, logger) -> None:
-        if path.exists():
-            return
-        idx = dataset.final_indices()[:8].tolist()
-        n = len(idx)
-        x, z = dataset.__getitems__(idx)
-        subs = SubstituteDataset(self.extraction.substitute, n, self.shape["in_channels"], self.shape["input_size"],
-                                 seed=self.seed + g, root=self.data["root"]).images(range(n))
-        save_extraction_grid(subs, x, z, path, title=f"D{g}: substitutes (top) and extracted from M{g - 1} (bottom)")
-        if logger is not None:
+        if not path.exists():
+            final = dataset.final_indices()[:2000]
+            _, z = dataset.__getitems__(final.tolist())
+            classes = z.argmax(1).numpy()
+            # one extracted image per class the model assigns (in class order), so no class repeats
+            idx = [int(final[np.flatnonzero(classes == c)[0]]) for c in sorted(set(classes.tolist()))][:10]
+            x, z = dataset.__getitems__(idx)
+            subs = SubstituteDataset(self.extraction.substitute, self.extraction.num_samples,
+                                     self.shape["in_channels"], self.shape["input_size"], seed=self.seed + g,
+                                     root=self.data["root"]).images(dataset.substitute_ids()[idx].tolist())
+            save_extraction_grid(subs, x, z, path, title=f"D{g}: substitutes x_s (top), extracted from M{g - 1} (bottom)",
+                                 class_names=CLASS_NAMES.get(self.data["name"]))
+        if logger is not None:  # also when resumed: the rerun's run must show it too
             logger.log_image("extracted", [str(path)])
 
     # -- logging and results ----------------------------------------------------------------------------
     def _logger(self, g: int):
         if not self.wandb.enabled:
             return None
-        return WandbLogger(project=self.wandb.project, name=f"{self.run_dir.name}-gen{g}", group=self.run_dir.name,
-                           job_type=f"gen{g}", save_dir=str(self.run_dir), mode=self.wandb.mode,
-                           config=self.config())
+        w = self.wandb
+        return WandbLogger(project=w.project, name=f"{self.run_dir.name}-gen{g}", group=self.run_dir.name,
+                           job_type=f"gen{g}", save_dir=str(self.run_dir), mode=w.mode, config=self.config(),
+                           id=run_id(self.run_dir, f"gen{g}"), resume="allow", entity=w.entity, tags=w.tags,
+                           notes=w.notes)
 
-    def _finish_logger(self, logger, row: dict) -> None:
+    def _artifact_name(self, kind: str, g: int) -> str:
+        return f"{self.run_dir.name}-{kind}{g}"
+
+    def _model_ref(self, g: int, sha256: str) -> str:
+        return f"{self._artifact_name('M', g)}:sha256-{sha256[:16]}"
+
+    @rank_zero_only
+    def _log_dataset(self, logger, g: int, dataset: ExtractedDataset) -> None:
+        """D(g) to W&B: the extraction's per-shard metrics and summary, and the dataset as an artifact made from M(g-1)."""
         if logger is None:
             return
         import wandb
 
-        metrics = {"generation": row["generation"], "chain/test_acc": row["test_accuracy"],
+        run, m = logger.experiment, dataset.manifest
+        shards = [s for s in m["shards"] if "metrics" in s]
+        if shards:
+            keys = list(shards[0]["metrics"])
+            table = wandb.Table(columns=["shard", *keys], data=[[s["shard"], *s["metrics"].values()] for s in shards])
+            run.log({"extract/shards": table,
+                     "extract/logit_distance_per_shard": wandb.plot.line(table, "shard", "logit_distance",
+                                                                         title=f"D{g}: ||Z(x') - Z_v|| per shard")})
+            run.summary.update({f"extract/{k}": v for k, v in (m.get("metrics") or {}).items()})
+        if not self.wandb.log_artifacts:
+            return
+        source = self._model_ref(g - 1, m.get("source_checkpoint_sha256") or "")
+        meta = {"generation": g, "num_samples": m["num_samples"], "num_shards": len(m["shards"]),
+                "image_shape": m.get("image_shape"), "source_checkpoint_sha256": m.get("source_checkpoint_sha256"),
+                "extraction": m.get("config"), "metrics": m.get("metrics"), "derived_from": source,
+                "chain_config": _science(json.loads(json.dumps(self.config(), default=lambda o: type(o).__name__)))}
+        files = sorted(p for p in dataset.path.iterdir() if p.is_file() and not p.name.startswith("."))
+        art = make_artifact(self._artifact_name("D", g), "dataset", files, meta, self.wandb.reference_above_mb)
+        log_artifact(run, art, inputs=[source], aliases=[f"sha256-{sha256_file(dataset.path / 'manifest.json')[:16]}"])
+
+    def _finish_logger(self, logger, row: dict, rows: list[dict]) -> None:
+        """The generation's figures, the chain so far (a table and a chart of every generation) and M(g) as an
+        artifact; then the run ends."""
+        if logger is None:
+            return
+        import wandb
+
+        run, g = logger.experiment, row["generation"]
+        metrics = {"generation": g, "chain/test_acc": row["test_accuracy"],
                    "chain/train_seconds": row["train_seconds"], "chain/extract_seconds": row["extract_seconds"]}
         metrics.update({f"chain/robust_acc_eps{k}": v for k, v in row["robust_accuracy"].items()})
-        logger.experiment.log(metrics)
-        logger.experiment.log({"chain/robustness": wandb.Table(
-            columns=["generation"] + [f"eps={k}" for k in row["robust_accuracy"]],
-            data=[[row["generation"]] + list(row["robust_accuracy"].values())])})
+        run.log(metrics)
+        eps = list(row["robust_accuracy"])
+        table = wandb.Table(columns=["generation", "test_acc", *[f"eps={e}" for e in eps]],
+                            data=[[r["generation"], r["test_accuracy"], *[r["robust_accuracy"].get(e) for e in eps]]
+                                  for r in rows])
+        run.log({"chain/generations": table,  # Tables 1 and 2 of this chain so far
+                 "chain/accuracy_vs_generation": wandb.plot.line_series(
+                     xs=[r["generation"] for r in rows],
+                     ys=[[100 * r["test_accuracy"] for r in rows],
+                         *[[100 * r["robust_accuracy"].get(e, float("nan")) for r in rows] for e in eps]],
+                     keys=["test accuracy", *[f"L2 eps={e}" for e in eps]], title=f"{self.run_dir.name}: accuracy (%)",
+                     xname="generation"),
+                 "chain/results_md": wandb.Html(f"<pre>{results_markdown(rows, self.run_dir.name)}</pre>")})
+        run.summary.update({"chain/test_acc": row["test_accuracy"], "generation": g})
+        ckpt = self.run_dir / f"gen{g}" / "model.ckpt"
+        if self.wandb.log_artifacts and ckpt.exists():
+            sha = sha256_file(ckpt)
+            meta = {"generation": g, **row, "sha256": sha, "arch": checkpoint_info(ckpt).get("arch"),
+                    "derived_from": self._artifact_name("D", g) if g else self.data["name"],
+                    "chain_config": _science(json.loads(json.dumps(self.config(), default=lambda o: type(o).__name__)))}
+            art = make_artifact(self._artifact_name("M", g), "model", [ckpt], meta, reference_above_mb=float("inf"))
+            log_artifact(run, art, aliases=[f"sha256-{sha[:16]}"])
         wandb.finish()
 
     def _results(self, rows: list[dict]) -> dict:

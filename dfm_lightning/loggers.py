@@ -1,8 +1,13 @@
-"""W&B logging that never prompts, hangs or crashes: without an API key (or network) it goes offline and says so."""
+"""W&B logging that never prompts, hangs or crashes: without an API key (or network) it goes offline and says so.
+Also the W&B side of a chain: deterministic run ids (a rerun continues its run) and checkpoints and extracted
+datasets as artifacts."""
+import hashlib
 import os
+import re
 import socket
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from pytorch_lightning.loggers import WandbLogger as _WandbLogger
 
@@ -45,11 +50,55 @@ PROJECT = "dfm_lightning"
 @dataclass
 class WandbConfig:
     """W&B for a chain (one :class:`WandbLogger` run per generation): ``mode`` online/offline/disabled (None: online
-    if possible, else offline); ``enabled`` False = no logger at all."""
+    if possible, else offline); ``enabled`` False = no logger at all; ``entity``, ``tags`` and ``notes`` go to every
+    run. ``log_artifacts``: every checkpoint becomes a ``model`` artifact and every extracted dataset a ``dataset``
+    artifact; a dataset larger than ``reference_above_mb`` MiB is a reference artifact (its files' paths and
+    checksums, nothing uploaded), smaller ones and checkpoints are uploaded."""
 
     enabled: bool = True
     project: str = PROJECT
     mode: str | None = None
+    entity: str | None = None
+    tags: list[str] | None = None
+    notes: str | None = None
+    log_artifacts: bool = True
+    reference_above_mb: float = 64.0
+
+
+def run_id(run_dir: str | Path, step: str) -> str:
+    """The W&B run id of one step (e.g. ``gen2``) of one run dir: the same for every rerun, so a rerun continues
+    the same W&B run (``resume="allow"``) instead of opening a duplicate."""
+    digest = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '-', Path(run_dir).name)[:40]}-{step}-{digest}"
+
+
+def make_artifact(name: str, kind: str, files: list[Path], metadata: dict, reference_above_mb: float = 64.0):
+    """A W&B artifact of ``files``: uploaded, or (larger than ``reference_above_mb`` MiB in all) by reference."""
+    import wandb
+
+    art = wandb.Artifact(re.sub(r"[^A-Za-z0-9_.-]", "-", name), type=kind, metadata=metadata)
+    by_reference = sum(f.stat().st_size for f in files) > reference_above_mb * 2**20
+    for f in files:
+        if by_reference:
+            art.add_reference(Path(f).resolve().as_uri(), name=Path(f).name, checksum=True)
+        else:
+            art.add_file(str(f), name=Path(f).name)
+    return art
+
+
+def log_artifact(run, art, inputs: list[str] = (), aliases: list[str] = ()) -> None:
+    """Log ``art`` as an output of ``run``, and ``inputs`` (``name:alias`` of artifacts logged before) as the run's
+    inputs, which draws the lineage graph. wandb refuses ``use_artifact`` offline: there the inputs stay in the run's
+    config (``inputs``) and in the artifact's metadata (``derived_from``, set when it is made)."""
+    if inputs and getattr(run, "offline", True):
+        run.config.update({"inputs": list(inputs)}, allow_val_change=True)
+    elif inputs:
+        for name in inputs:
+            try:
+                run.use_artifact(name)
+            except Exception as e:  # noqa: BLE001 - lineage is a nicety; a failed lookup must not end a chain
+                print(f"W&B: could not mark {name} as an input of {run.name} ({type(e).__name__}: {e})", file=sys.stderr)
+    run.log_artifact(art, aliases=["latest", *aliases])
 
 
 _told_offline: set[str] = set()

@@ -6,7 +6,10 @@ import sys
 
 import pytest
 from conftest import CONFIGS, REPO, TINY_CHAIN, dfm_in_process, run_dfm
-from wandb_records import logged
+from wandb_records import artifacts, config, logged
+
+from dfm_lightning.data.extracted import sha256_file
+from dfm_lightning.loggers import run_id
 
 
 
@@ -92,11 +95,28 @@ def test_chain_results_schema_figures_and_wandb(tiny_chain):
         assert (tiny_chain / png).read_bytes()[:4] == b"\x89PNG"
     runs = sorted((tiny_chain / "wandb").glob("offline-run-*"))
     assert len(runs) == 3  # one W&B run per generation, grouped by chain
+    ckpt_sha = [sha256_file(tiny_chain / f"gen{g}" / "model.ckpt") for g in range(3)]
     for run, g in zip(runs, gens):
+        k = g["generation"]
         history, info = logged(run)
-        assert info["group"] == "run" and info["job_type"] == f"gen{g['generation']}"
+        assert info["group"] == "run" and info["job_type"] == f"gen{k}"
+        assert run.name.endswith(run_id(tiny_chain, f"gen{k}"))  # a rerun of this generation continues this run
         assert history["chain/test_acc"] == pytest.approx(g["test_accuracy"], abs=1e-6)
         assert history["chain/robust_acc_eps1"] == pytest.approx(g["robust_accuracy"]["1"], abs=1e-6)
+        assert history["chain/generations/nrows"] == k + 1  # the chain so far, in every generation's run
+        arts = {a["name"]: a for a in artifacts(run)}
+        model = arts[f"run-M{k}"]  # lineage: M(k-1) -> D(k) -> M(k), as artifacts
+        assert model["type"] == "model" and model["files"] == ["model.ckpt"]
+        assert f"sha256-{ckpt_sha[k][:16]}" in model["aliases"] and model["metadata"]["sha256"] == ckpt_sha[k]
+        if k:
+            data = arts[f"run-D{k}"]
+            source = f"run-M{k - 1}:sha256-{ckpt_sha[k - 1][:16]}"
+            assert data["type"] == "dataset" and len(data["files"]) == 11 and "manifest.json" in data["files"]
+            assert data["metadata"]["num_samples"] == 1500 and data["metadata"]["derived_from"] == source
+            assert config(run)["inputs"] == [source]  # offline: wandb refuses use_artifact, so recorded here
+            metrics = json.loads((tiny_chain / f"gen{k}" / "data" / "manifest.json").read_text())["metrics"]
+            assert set(metrics) == {"logit_distance", "delta_l2", "hits_virtual_class", "seconds", "images_per_s"}
+            assert 0 <= metrics["hits_virtual_class"] <= 1 and metrics["logit_distance"] > 0
 
 
 def test_comparison_plot_of_chains(tiny_chain, tmp_path):

@@ -47,3 +47,33 @@ def logged(run_dir: str | Path) -> tuple[dict, dict]:
         elif kind == "run":
             info = {"group": rec.run.run_group, "job_type": rec.run.job_type, "name": rec.run.display_name}
     return history, info
+
+
+def artifacts(run_dir: str | Path) -> list[dict]:
+    """The artifacts one offline run logged: name, type, aliases, file names, metadata."""
+    from wandb.proto import wandb_internal_pb2
+
+    found = []
+    for raw in _records(next(Path(run_dir).glob("run-*.wandb"))):
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(raw)
+        if rec.WhichOneof("record_type") == "artifact":
+            a = rec.artifact
+            found.append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
+                          "files": sorted(c.path for c in a.manifest.contents),
+                          "metadata": json.loads(a.metadata or "{}")})
+    return found
+
+
+def config(run_dir: str | Path) -> dict:
+    """The run's config as last updated."""
+    from wandb.proto import wandb_internal_pb2
+
+    cfg = {}
+    for raw in _records(next(Path(run_dir).glob("run-*.wandb"))):
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(raw)
+        if rec.WhichOneof("record_type") == "config":
+            for item in rec.config.update:
+                cfg[item.key] = json.loads(item.value_json)
+    return cfg

@@ -89,8 +89,10 @@ def shard_name(shard: int) -> str:
     return f"shard-{shard:05d}"
 
 
-def write_shard(out_dir: str | Path, shard: int, images: np.ndarray, logits: np.ndarray) -> dict:
-    """Write one shard's arrays, then its completion record; return that record."""
+def write_shard(out_dir: str | Path, shard: int, images: np.ndarray, logits: np.ndarray,
+                metrics: dict | None = None) -> dict:
+    """Write one shard's arrays, then its completion record (with the extraction's ``metrics`` for this shard, if
+    any); return that record."""
     out_dir = Path(out_dir)
     name = shard_name(shard)
     record = {
@@ -98,6 +100,7 @@ def write_shard(out_dir: str | Path, shard: int, images: np.ndarray, logits: np.
         "count": int(len(images)),
         "images": _save_npy(out_dir / f"{name}.images.npy", images.astype(np.float32, copy=False)),
         "logits": _save_npy(out_dir / f"{name}.logits.npy", logits.astype(np.float32, copy=False)),
+        **({"metrics": metrics} if metrics else {}),
     }
     atomic_write_json(out_dir / f"{name}.json", record)
     return record
@@ -121,6 +124,7 @@ def write_manifest(out_dir: str | Path, num_shards: int, extra: dict) -> dict:
     manifest = {
         "format": FORMAT,
         "num_samples": sum(s["count"] for s in shards),
+        **({"metrics": summarize_metrics(shards)} if all("metrics" in s for s in shards) else {}),
         "image_shape": list(first.shape[1:]),
         "num_classes": int(logits.shape[1]),
         "dtypes": {"images": str(first.dtype), "logits": str(logits.dtype)},
@@ -129,6 +133,16 @@ def write_manifest(out_dir: str | Path, num_shards: int, extra: dict) -> dict:
     }
     atomic_write_json(out_dir / "manifest.json", manifest)
     return manifest
+
+
+def summarize_metrics(shards: list[dict]) -> dict:
+    """The shards' extraction metrics as one record: means weighted by shard size; ``images_per_s`` = all images
+    over the summed time of the shards (one process's throughput; under DDP several ran at once)."""
+    total = sum(s["count"] for s in shards)
+    keys = [k for k in shards[0]["metrics"] if k != "seconds"]
+    out = {k: round(sum(s["metrics"][k] * s["count"] for s in shards) / total, 6) for k in keys}
+    seconds = sum(s["metrics"]["seconds"] for s in shards)
+    return {**out, "seconds": round(seconds, 2), "images_per_s": round(total / seconds, 1) if seconds else None}
 
 
 class ExtractedDataset(Dataset):

@@ -23,6 +23,9 @@ DATASET_SPECS = {
     "digits": (1, 28, 10),
 }
 CIFAR10_NPZ = Path("CIFAR10-jpeg") / "cifar10_jpeg_q75.npz"
+CLASS_NAMES = {"cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+               "fashion_mnist": ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                                 "boot"]}  # the digits' names are the digits
 
 
 def default_root() -> str:

@@ -9,17 +9,19 @@ import torch  # noqa: E402
 
 
 def save_extraction_grid(substitutes: torch.Tensor, extracted: torch.Tensor, logits: torch.Tensor, path: str | Path,
-                         title: str = "") -> Path:
-    """Two rows like the paper's Figure 2: substitute originals x_s above the extracted x', titled argmax Z(x')."""
+                         title: str = "", class_names: list[str] | None = None) -> Path:
+    """Two rows like the paper's Figure 2: substitute originals x_s above the extracted x', each x' labelled below
+    with the class the model gives it (argmax Z(x'), by name when ``class_names`` are given)."""
     n = len(extracted)
-    fig, axes = plt.subplots(2, n, figsize=(1.3 * n, 3.0), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(1.3 * n, 3.2), squeeze=False)
     for i in range(n):
         for row, img in enumerate((substitutes[i], extracted[i])):
             ax = axes[row, i]
             ax.imshow(img.permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[1, i].set_title(f"{int(logits[i].argmax())}", fontsize=9)
+        label = int(logits[i].argmax())
+        axes[1, i].set_xlabel(class_names[label] if class_names else str(label), fontsize=9)
     axes[0, 0].set_ylabel("x_s")
     axes[1, 0].set_ylabel("x'")
     fig.suptitle(title, fontsize=10)

@@ -72,6 +72,14 @@ def logit_distance(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (logits.float() - target).norm(dim=1)
 
 
+def shard_metrics(x_s: torch.Tensor, x: torch.Tensor, z: torch.Tensor, z_v: torch.Tensor) -> dict[str, float]:
+    """How well DfM did on one shard's final iterates: mean ||Z(x') - Z_v||_2 (what it minimises), mean ||x' - x_s||_2,
+    and the share of x' the model classifies as the virtual logit's top class."""
+    return {"logit_distance": round(float(logit_distance(z, z_v).mean()), 6),
+            "delta_l2": round(float((x - x_s).flatten(1).norm(dim=1).mean()), 6),
+            "hits_virtual_class": round(float((z.argmax(1) == z_v.argmax(1)).float().mean()), 6)}
+
+
 IDLE = -1  # the item of a rank with no shard left (fewer pending shards than processes): nothing to compute
 
 
@@ -122,7 +130,8 @@ class Extractor(pl.LightningModule):
         x = torch.cat([iterates[-1], *iterates[:-1]])
         with torch.no_grad():
             z = self.model(x).float()
-        return {"shard": int(batch["shard"]), "images": x.float(), "logits": z}
+        return {"shard": int(batch["shard"]), "images": x.float(), "logits": z,
+                "metrics": shard_metrics(x_s, x[:len(x_s)], z[:len(x_s)], batch["z_v"])}
 
 
 class ShardWriter(BasePredictionWriter):
@@ -132,12 +141,19 @@ class ShardWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.out_dir, self.num_shards = Path(out_dir), num_shards
 
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._start = self._last = time.time()
+        self._todo = sum(trainer.num_predict_batches)  # this process's shards (each a batch)
+
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         if prediction is None:  # an idle rank
             return
         images, logits = prediction["images"].cpu().numpy(), prediction["logits"].cpu().numpy()
+        now = time.time()
+        metrics = {**prediction["metrics"], "seconds": round(now - self._last, 3)}  # this shard, on this rank
+        self._last = now
         try:
-            write_shard(self.out_dir, prediction["shard"], images, logits)
+            write_shard(self.out_dir, prediction["shard"], images, logits, metrics)
         except OSError as e:  # numpy reports a short write with no errno
             if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, None):
                 raise
@@ -146,6 +162,16 @@ class ShardWriter(BasePredictionWriter):
             raise UserError(f"no space left writing {self.out_dir} ({e.strerror or e}): the {left} shards still to write "
                             f"need about {need / 2**20:.0f} MiB, {free / 2**20:.0f} MiB are free there; free space and "
                             "rerun the same command (complete shards are kept, the partial one was removed)") from None
+        if trainer.is_global_zero:  # progress from rank 0's share (every rank works at about the same pace)
+            done, elapsed = batch_idx + 1, now - self._start
+            eta = f", ETA {_duration(elapsed / done * (self._todo - done))}" if self._todo else ""
+            print(f"[extract] {self.out_dir}: shard {prediction['shard'] + 1}/{self.num_shards} "
+                  f"({done}/{self._todo or '?'} of this process's), {len(images) / metrics['seconds']:.0f} images/s, "
+                  f"||Z(x')-Z_v|| {metrics['logit_distance']:.2f}{eta}", flush=True)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _settings(meta: dict) -> dict:
