@@ -70,7 +70,7 @@ def init_args(cls, kwargs: dict | None, what: str, skip: tuple[str, ...] = ()) -
     return {k: kwargs.get(k, p.default) for k, p in params.items() if k in kwargs or p.default is not p.empty}
 
 
-def _science(config: dict) -> dict:
+def science(config: dict) -> dict:
     """The settings that decide what a chain computes (not where or how fast: devices, workers, logging).
     Options left at None are dropped too, so a run dir survives the addition of a new option."""
     drop = {"num_workers", "root", "download", *TRAINER_RUNTIME_KEYS}
@@ -146,12 +146,11 @@ class ChainRunner:
 
     def _check_config(self) -> None:
         path = self.run_dir / "chain_config.json"
-        # callbacks and plugins are objects: recorded by class name
-        record = json.loads(json.dumps(self.config(), default=lambda o: type(o).__name__))
-        science = _science(record)
+        record = self._record()
+        settings = science(record)
         if path.exists():
-            old = _science(read_json(path, {}, "nothing (it is rewritten from your settings); delete it"))
-            changed = sorted(k for k in {*science, *old} if science.get(k) != old.get(k))
+            old = science(read_json(path, {}, "nothing (it is rewritten from your settings); delete it"))
+            changed = sorted(k for k in {*settings, *old} if settings.get(k) != old.get(k))
             locked = [k for k in changed if self._already_computed(k)]
             if locked:
                 raise UserError(f"{self.run_dir} holds a chain with other settings ({', '.join(locked)}) whose steps "
@@ -332,6 +331,10 @@ class ChainRunner:
                            id=run_id(self.run_dir, f"gen{g}"), resume="allow", entity=w.entity, tags=w.tags,
                            notes=w.notes)
 
+    def _record(self) -> dict:
+        """The chain's settings as JSON (callbacks and plugins are objects: recorded by class name)."""
+        return json.loads(json.dumps(self.config(), default=lambda o: type(o).__name__))
+
     def _artifact_name(self, kind: str, g: int) -> str:
         return f"{self.run_dir.name}-{kind}{g}"
 
@@ -360,7 +363,7 @@ class ChainRunner:
         meta = {"generation": g, "num_samples": m["num_samples"], "num_shards": len(m["shards"]),
                 "image_shape": m.get("image_shape"), "source_checkpoint_sha256": m.get("source_checkpoint_sha256"),
                 "extraction": m.get("config"), "metrics": m.get("metrics"), "derived_from": source,
-                "chain_config": _science(json.loads(json.dumps(self.config(), default=lambda o: type(o).__name__)))}
+                "chain_config": science(self._record())}
         files = sorted(p for p in dataset.path.iterdir() if p.is_file() and not p.name.startswith("."))
         art = make_artifact(self._artifact_name("D", g), "dataset", files, meta, self.wandb.reference_above_mb)
         log_artifact(run, art, inputs=[source], aliases=[f"sha256-{sha256_file(dataset.path / 'manifest.json')[:16]}"])
@@ -395,7 +398,7 @@ class ChainRunner:
             sha = sha256_file(ckpt)
             meta = {"generation": g, **row, "sha256": sha, "arch": checkpoint_info(ckpt).get("arch"),
                     "derived_from": self._artifact_name("D", g) if g else self.data["name"],
-                    "chain_config": _science(json.loads(json.dumps(self.config(), default=lambda o: type(o).__name__)))}
+                    "chain_config": science(self._record())}
             art = make_artifact(self._artifact_name("M", g), "model", [ckpt], meta, reference_above_mb=float("inf"))
             log_artifact(run, art, aliases=[f"sha256-{sha[:16]}"])
         wandb.finish()

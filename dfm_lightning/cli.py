@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-USAGE = """usage: dfm {fit,validate,test,robustness,extract,chain,crosseval} [--help] [--config FILE.yaml] ...
+USAGE = """usage: dfm {fit,validate,test,robustness,extract,chain,crosseval,report} [--help] [--config FILE.yaml] ...
 
   fit         train M0 on origin data (cross-entropy, optionally L2 adversarial training)
   validate    validate a model on the held-out slice of the origin training set (data.val_size > 0)
@@ -20,12 +20,13 @@ USAGE = """usage: dfm {fit,validate,test,robustness,extract,chain,crosseval} [--
   extract     DfM: extract a dataset from a checkpoint, starting from substitute images
   chain       M0 -> D1 -> M1 -> ... -> Mn (the whole paper pipeline), resumable
   crosseval   accuracy of every model on every extracted dataset (the paper's Table 4)
+  report      the paper's tables (markdown, CSV, LaTeX) and a plot for one or more chains, seeds pooled
 
 Run `dfm SUBCOMMAND --help` for the options of one subcommand. Configs shipped with the package
 (`--config NAME`, e.g. quickstart, fit/mnist_lenet, chain/mnist): `dfm configs` lists them."""
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "robustness")
-JSONARGPARSE_SUBCOMMANDS = ("chain", "extract", "crosseval")
+JSONARGPARSE_SUBCOMMANDS = ("chain", "extract", "crosseval", "report")
 
 
 def packaged_configs() -> Path:

@@ -5,6 +5,7 @@ from the same signatures (:class:`~pytorch_lightning.Trainer`, :class:`Classifie
 ...), so an option is spelled and typed the same way everywhere and a ``dfm fit`` config is a chain's M0 part.
 """
 import inspect
+import json
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -166,18 +167,38 @@ def crosseval_command(datasets: list[str], checkpoints: list[str], out_dir: str,
     print((Path(out_dir) / "crosseval.md").read_text())
 
 
+def report_command(run_dirs: list[str], out_dir: str | None = None) -> None:
+    """The paper's tables for chains (run dirs or results.json files; seeds of one setting pooled): Table 1 with the
+    paper's row where the setting matches, Table 2, Table 4 if a crosseval.json lies in a run dir. Printed as markdown;
+    with --out_dir also written as .md/.csv/.tex, report.md and accuracy.png."""
+    from dfm_lightning.report import report
+
+    print(report(run_dirs, out_dir))
+
+
 def _function_command(fn):
-    """A subcommand whose options are ``fn``'s signature, with ``--trainer.*`` typed from the Trainer's."""
+    """A subcommand whose options are ``fn``'s signature (``--trainer.*`` typed from the Trainer's if it takes one)."""
+
+    takes_trainer = "trainer" in inspect.signature(fn).parameters
 
     def run(argv: list[str]) -> None:
         parser = _parser(fn.__name__.removesuffix("_command"), fn.__doc__)
         parser.add_function_arguments(fn, skip={"trainer"})
-        _add_trainer(parser)
+        if takes_trainer:
+            _add_trainer(parser)
         cfg = _instantiate(parser, parser.parse_args(argv))
-        fn(**{k: cfg[k] for k in inspect.signature(fn).parameters if k != "trainer"}, trainer=_set(cfg.trainer, pl.Trainer))
+        kwargs = {k: cfg[k] for k in inspect.signature(fn).parameters if k != "trainer"}
+        fn(**kwargs, **({"trainer": _set(cfg.trainer, pl.Trainer)} if takes_trainer else {}))
 
     run.__doc__ = fn.__doc__
     return run
 
 
-COMMANDS = {"chain": chain, "extract": _function_command(extract_command), "crosseval": _function_command(crosseval_command)}
+def report(argv: list[str]) -> None:
+    """``dfm report RUN_DIR... [--out_dir DIR]``: the leading arguments are the run dirs (or ``--run_dirs '[...]'``)."""
+    n = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    _function_command(report_command)((["--run_dirs", json.dumps(argv[:n])] if n else []) + argv[n:])
+
+
+COMMANDS = {"chain": chain, "extract": _function_command(extract_command), "crosseval": _function_command(crosseval_command),
+            "report": report}

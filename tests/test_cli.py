@@ -1,4 +1,5 @@
 """The dfm command as a user runs it: subprocesses, real config files, one-line errors."""
+import csv
 import json
 import os
 import subprocess
@@ -119,11 +120,42 @@ def test_chain_results_schema_figures_and_wandb(tiny_chain):
             assert 0 <= metrics["hits_virtual_class"] <= 1 and metrics["logit_distance"] > 0
 
 
-def test_comparison_plot_of_chains(tiny_chain, tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "compare_chains.py"), str(tmp_path / "cmp.png"),
-                           f"tiny={tiny_chain}", "--paper", "99.5,98.5,96.6"], capture_output=True, text=True)
+def test_report_pools_seeds_and_puts_the_papers_row_beside_a_matching_chain(tiny_chain, tmp_path):
+    from dfm_lightning.report import report
+
+    res = json.loads((tiny_chain / "results.json").read_text())
+    seed1 = json.loads(json.dumps(res))
+    seed1["config"]["seed_everything"] = 1
+    for g in seed1["generations"]:
+        g["test_accuracy"] -= 0.02  # 2 points lower: mean 1 point lower, +- 1
+    mnist = json.loads(json.dumps(res))
+    mnist["config"]["data"]["name"] = "mnist"
+    for name, r in (("seed1", seed1), ("mnist", mnist)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(r))
+    run = tmp_path / "run"  # the tiny chain with a cross-evaluation in it
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(res))
+    (run / "x").mkdir()
+    (run / "x" / "crosseval.json").write_text(json.dumps({"datasets": ["a/gen1/data", "a/gen2/data"], "source": [0, 1],
+                                                           "checkpoints": ["a/gen0/model.ckpt", "a/gen1/model.ckpt"],
+                                                           "accuracy": [[1.0, 0.5], [0.75, 1.0]]}))
+    proc = dfm_in_process("report", str(run), str(tmp_path / "seed1"), str(tmp_path / "mnist"), "--out_dir", "out",
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+    assert proc.stdout.strip() == report([str(run), str(tmp_path / "seed1"), str(tmp_path / "mnist")]).strip() + \
+        "\n\n![accuracy per generation](accuracy.png)"
+    rows = list(csv.reader(open(tmp_path / "out" / "table1.csv")))
+    assert rows[0] == ["chain", "M0", "M1", "M2"]
+    m0 = 100 * res["generations"][0]["test_accuracy"]
+    assert rows[1] == ["run (seeds 0, 1)", f"{m0 - 1:.2f} ± 1.00", *rows[1][2:]]  # mean +- half the range
+    assert rows[2] == ["paper: mnist lenet", "99.5", "98.5", "96.6"] and rows[3][0] == "mnist"
+    table4 = (tmp_path / "out" / "table4.md").read_text()
+    assert "| gen0 | 100.0* | 50.0 |" in table4 and "| gen1 | 75.0 | 100.0* |" in table4
+    assert r"\pm" in (tmp_path / "out" / "table1.tex").read_text()
+    assert (tmp_path / "out" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    proc = dfm_in_process("report", str(tmp_path / "nothing"), cwd=tmp_path)
+    assert_one_line_error(proc, "holds no results.json")
 
 
 def test_chain_rerun_continues_without_recomputing(tiny_chain):

@@ -22,7 +22,7 @@ def documented_commands() -> list[tuple[str, list[str]]]:
     found = []
     for path in DOCS:
         text = re.sub(r"\\\n\s*#?\s*", " ", path.read_text())  # join continued lines (also inside comments)
-        for m in re.finditer(r"(?:^|`|#\s+|\$ )(dfm (?:fit|validate|test|robustness|chain|extract|crosseval) [^`\n]*)",
+        for m in re.finditer(r"(?:^|`|#\s+|\$ )(dfm (?:fit|validate|test|robustness|chain|extract|crosseval|report) [^`\n]*)",
                              text, flags=re.M):
             cmd = re.split(r"\s(?:\||>|&&|#)\s", m.group(1))[0]
             found.append((f"{path.relative_to(REPO)}: {cmd}", shlex.split(cmd)[1:]))
@@ -78,6 +78,15 @@ def test_documented_command_instantiates(where, argv, tiny_ckpt, tmp_path, monke
         kept = [a for i, a in enumerate(args) if a not in drop and (i == 0 or args[i - 1] not in drop)]
         cli = lightning([*kept, "--trainer.logger", "false"], run=False)
         assert isinstance(cli.model, Classifier) and cli.datamodule is not None and cli.trainer is not None
+    elif sub == "report":  # on the files it names where they exist (the committed raw results), into tmp_path
+        from dfm_lightning.report import report
+
+        dirs = [a for a in args[:next((i for i, a in enumerate(args) if a.startswith("-")), len(args))]]
+        if all(Path(d).exists() for d in dirs):
+            assert "Table 1" in report(dirs, str(tmp_path / "report"))
+            out = args[args.index("--out_dir") + 1] if "--out_dir" in args else None
+            if out and Path(out, "report.md").exists():  # committed tables are what the command writes today
+                assert (tmp_path / "report" / "report.md").read_text() == Path(out, "report.md").read_text()
     else:  # extract / crosseval: their options parse (they name checkpoints and datasets, not configs)
         assert any(a.startswith("--") for a in args)
 
@@ -114,7 +123,7 @@ def test_robust_overlay_serves_fit_and_chain():
 
 
 LAYERS = {"errors": 0, "signals": 0, "lock": 1, "callbacks": 2, "models": 1, "attacks": 1, "data": 1, "loggers": 1, "modules": 2, "extraction": 3,
-          "evaluation": 3, "chain": 4, "commands": 5, "cli": 6, "configs": 0}
+          "evaluation": 3, "chain": 4, "report": 5, "commands": 6, "cli": 7, "configs": 0}
 
 
 def test_imports_point_down_and_have_no_cycles():
