@@ -20,6 +20,7 @@ by chain (``group`` = run_dir name), so Lightning's step counters never clash.
 """
 import inspect
 import json
+import logging
 import os
 import shutil
 import time
@@ -47,7 +48,7 @@ from dfm_lightning.errors import UserError
 from dfm_lightning.evaluation.figures import save_accuracy_plot, save_extraction_grid
 from dfm_lightning.evaluation.robustness import Robustness, evaluate_robustness
 from dfm_lightning.extraction.extractor import ExtractionConfig, extract
-from dfm_lightning.loggers import WandbConfig, WandbLogger, log_artifact, make_artifact, run_id
+from dfm_lightning.loggers import WandbConfig, WandbLogger, log_artifact, make_artifact, run_id, wandb_quiet
 from dfm_lightning.modules import Classifier, Distiller, checkpoint_info, load_module
 
 # set by the chain from the data (model and student shapes) or per generation (the extracted data's path)
@@ -112,7 +113,8 @@ class ChainRunner:
         self.m0_ckpt_path, self.distill_epochs, self.checkpoint_every_s = m0_ckpt_path, distill_epochs, checkpoint_every_s
         self.extraction, self.robustness, self.wandb = extraction, robustness, wandb
         init_args(pl.Trainer, trainer, "trainer")  # checks the keys; only what was set is kept (and recorded)
-        self.trainer_kwargs = {"max_epochs": 10, **(trainer or {})}  # Lightning's own default (1000 epochs) suits no M0
+        # Lightning's defaults suit no chain step: 1000 epochs; a log point every 50 steps (none in a small epoch)
+        self.trainer_kwargs = {"max_epochs": 10, "log_every_n_steps": 10, **(trainer or {})}
         self.data = init_args(OriginDataModule, data, "data")
         origin = OriginDataModule(**self.data)  # checks the dataset name
         check_origin(self.data["name"], self.data["root"], self.data["download"])
@@ -176,8 +178,16 @@ class ChainRunner:
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise UserError(f"--run_dir {self.run_dir} is a file; pass a directory")
         self.run_dir.mkdir(parents=True, exist_ok=True)  # by every rank: under torchrun/srun all start at once
-        with lock.exclusive(self.run_dir):
-            return self._run()
+        # Lightning's per-Trainer notes ("GPU available: ...", tips) would repeat for each of the chain's ~4 Trainers
+        # per generation; its warnings still show, and the chain reports each step itself
+        notes = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+        level = notes.level
+        notes.setLevel(logging.WARNING)
+        try:
+            with lock.exclusive(self.run_dir):
+                return self._run()
+        finally:
+            notes.setLevel(level)
 
     def _run(self) -> dict:
         self._check_config()
@@ -329,7 +339,7 @@ class ChainRunner:
         return WandbLogger(project=w.project, name=f"{self.run_dir.name}-gen{g}", group=self.run_dir.name,
                            job_type=f"gen{g}", save_dir=str(self.run_dir), mode=w.mode, config=self.config(),
                            id=run_id(self.run_dir, f"gen{g}"), resume="allow", entity=w.entity, tags=w.tags,
-                           notes=w.notes)
+                           notes=w.notes, settings=wandb_quiet())
 
     def _record(self) -> dict:
         """The chain's settings as JSON (callbacks and plugins are objects: recorded by class name)."""
@@ -368,6 +378,7 @@ class ChainRunner:
         art = make_artifact(self._artifact_name("D", g), "dataset", files, meta, self.wandb.reference_above_mb)
         log_artifact(run, art, inputs=[source], aliases=[f"sha256-{sha256_file(dataset.path / 'manifest.json')[:16]}"])
 
+    @rank_zero_only
     def _finish_logger(self, logger, row: dict, rows: list[dict]) -> None:
         """The generation's figures, the chain so far (a table and a chart of every generation) and M(g) as an
         artifact; then the run ends."""

@@ -94,6 +94,12 @@ def main(argv: list[str] | None = None) -> None:
     from dfm_lightning.errors import UserError
 
     signals.install()  # SIGTERM / Ctrl-C: finish the batch or shard, save, exit 128 + signal
+    import warnings
+
+    # noise a user can do nothing about: a deprecation inside Lightning, and the predict loop's note that
+    # whole-shard batches have no sample indices (extraction needs none)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
     try:
         from dfm_lightning import commands
 

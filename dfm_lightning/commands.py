@@ -86,7 +86,7 @@ def lightning(argv: list[str], run: bool = True) -> DFMCLI:
             if path not in ("null", "None", "last", "best", "hpc", "registry"):
                 checkpoint_info(path)
     return DFMCLI(Classifier, OriginDataModule, trainer_class=DFMTrainer, args=argv, seed_everything_default=0,
-                  trainer_defaults={"logger": lazy_instance(WandbLogger)}, save_config_kwargs={"overwrite": True},
+                  trainer_defaults={"logger": lazy_instance(WandbLogger), "log_every_n_steps": 10}, save_config_kwargs={"overwrite": True},
                   auto_configure_optimizers=False, run=run, parser_kwargs={"prog": "dfm", "exit_on_error": False})
 
 

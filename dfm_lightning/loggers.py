@@ -72,6 +72,14 @@ def run_id(run_dir: str | Path, step: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_-]', '-', Path(run_dir).name)[:40]}-{step}-{digest}"
 
 
+def wandb_quiet():
+    """wandb settings without its console summary (sparklines and sync hints, ~25 lines per run): a chain opens
+    one run per generation and tells the sync command once itself."""
+    import wandb
+
+    return wandb.Settings(silent=True)
+
+
 def make_artifact(name: str, kind: str, files: list[Path], metadata: dict, reference_above_mb: float = 64.0):
     """A W&B artifact of ``files``: uploaded, or (larger than ``reference_above_mb`` MiB in all) by reference."""
     import wandb

@@ -232,8 +232,8 @@ def test_cross_architecture_chain(tiny_chain, tmp_path):
 def test_wandb_falls_back_to_offline_by_itself(tmp_path):
     env = {"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(tmp_path), "NETRC": str(tmp_path / "none")}
     proc = run_dfm("fit", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--trainer.max_epochs", "1",
-                   "--trainer.limit_train_batches", "2", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false", cwd=tmp_path,
-                   env=env, timeout=240)
+                   "--trainer.limit_train_batches", "12", "--trainer.enable_progress_bar", "false", cwd=tmp_path,
+                   env=env, timeout=240)  # 12 batches: Lightning's default would log nothing before step 50
     assert proc.returncode == 0, proc.stderr[-2000:]
     notes = [line for line in proc.stderr.splitlines() if line.startswith("W&B:")]
     assert len(notes) == 1 and "offline" in notes[0] and "wandb sync" in notes[0]
