@@ -49,7 +49,7 @@ from dfm_lightning.evaluation.figures import save_accuracy_plot, save_extraction
 from dfm_lightning.evaluation.robustness import Robustness, evaluate_robustness
 from dfm_lightning.extraction.extractor import ExtractionConfig, extract
 from dfm_lightning.loggers import WandbConfig, WandbLogger, log_artifact, make_artifact, run_id, wandb_quiet
-from dfm_lightning.modules import Classifier, Distiller, checkpoint_info, load_module
+from dfm_lightning.modules import Classifier, Distiller, checkpoint_info, is_source, load_module, save_module
 
 # set by the chain from the data (model and student shapes) or per generation (the extracted data's path)
 SHAPE_KEYS = ("in_channels", "num_classes", "input_size")
@@ -246,9 +246,12 @@ class ChainRunner:
 
     def _train(self, g: int, gen_dir: Path, logger) -> int | None:
         if g == 0 and self.m0_ckpt_path:
-            load_module(self.m0_ckpt_path)  # validates the file before copying it in
+            module = load_module(self.m0_ckpt_path)  # validates the file before copying it in
             tmp = gen_dir / f".model.ckpt.tmp{os.getpid()}"  # per process: under torchrun/srun every rank copies
-            shutil.copyfile(self.m0_ckpt_path, tmp)
+            if is_source(self.m0_ckpt_path):  # a model trained elsewhere becomes a checkpoint of this package
+                save_module(module, tmp)
+            else:
+                shutil.copyfile(self.m0_ckpt_path, tmp)
             os.replace(tmp, gen_dir / "model.ckpt")
             return self._num_train(0)
         # seeded here, not only at the generation's start: whether this process also ran the extraction (whose

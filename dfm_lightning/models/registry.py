@@ -38,8 +38,9 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
 
 def num_classes_of(model: nn.Module) -> int:
-    """The number of logits a registry model outputs (its last linear layer's width)."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+    """The number of logits a model outputs: its ``num_classes`` if it says, else its last linear layer's width."""
+    declared = getattr(model, "num_classes", None)
+    return declared if isinstance(declared, int) else [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
 
 
 def freeze(model: nn.Module) -> nn.Module:
