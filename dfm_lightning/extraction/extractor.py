@@ -1,4 +1,5 @@
-"""DfM as ``Trainer.predict``: L2-PGD from substitute images towards virtual logits, written shard by shard.
+"""DfM as ``Trainer.predict``: L2-PGD from substitute images under a DfM method (the paper's virtual logits by
+default, :mod:`dfm_lightning.extraction.methods`), written shard by shard.
 
 Each predict "batch" is one whole shard, so a shard is a pure function of (model, config, seed, shard id):
 a rerun skips complete shards and reproduces the rest byte for byte, and under DDP Lightning's
@@ -31,7 +32,8 @@ from dfm_lightning.data.extracted import (
 from dfm_lightning.data.origin import EverySampleOnce
 from dfm_lightning.data.substitute import SubstituteDataset
 from dfm_lightning.errors import UserError
-from dfm_lightning.extraction.virtual_logits import VirtualLogits
+from dfm_lightning.extraction.methods import DfMMethod, create_method
+from dfm_lightning.extraction.virtual_logits import VirtualLogits, VirtualLogitsMethod, logit_distance
 from dfm_lightning.models import freeze, num_classes_of
 
 
@@ -41,6 +43,8 @@ class ExtractionConfig:
 
     ``snapshot_steps`` (beyond the paper): also store (x_t, Z(x_t)) after these step counts, so every substitute
     image yields 1 + len(snapshot_steps) training samples for the cost of one PGD run (docs/RESULTS.md).
+    ``method``: the DfM method by name (``dfm_lightning.extraction.methods``; None = ``virtual_logits``, the paper's,
+    configured by ``virtual_logits``).
     """
 
     substitute: str = "fashion_mnist"
@@ -52,6 +56,7 @@ class ExtractionConfig:
     shard_size: int = 1000
     num_workers: int = 0
     virtual_logits: VirtualLogits = field(default_factory=VirtualLogits)
+    method: str | None = None
 
     def __post_init__(self) -> None:  # checked when the config is built, before any work
         if self.num_samples <= 0 or self.shard_size <= 0 or self.steps < 0 or self.step_size < 0:
@@ -65,30 +70,38 @@ class ExtractionConfig:
             raise UserError(f"extraction snapshot_steps must lie in [0, steps={self.steps}), got {self.snapshot_steps}")
         if self.eps is not None and self.eps < 0:
             raise UserError(f"extraction eps must be >= 0 or null (unbounded), got {self.eps}")
+        if self.method is not None and not method_of(self).optimises and self.snapshot_steps:  # (checks the name too)
+            raise UserError(f"extraction method {self.method!r} does not optimise, so it has no snapshot_steps to store")
 
 
-def logit_distance(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample ||Z(x) - Z_v||_2 (the quantity DfM minimises)."""
-    return (logits.float() - target).norm(dim=1)
+def shard_metrics(x_s: torch.Tensor, x: torch.Tensor, z: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """How DfM did on one shard's final iterates: mean ||x' - x_s||_2, and for target logits (the paper's method)
+    mean ||Z(x') - Z_v||_2 and the share of x' in the virtual top class, for target classes the share in them."""
+    out = {"delta_l2": round(float((x - x_s).flatten(1).norm(dim=1).mean()), 6)}
+    if targets.ndim == 2 and targets.shape[1] == z.shape[1]:
+        out["logit_distance"] = round(float(logit_distance(z, targets).mean()), 6)
+        out["hits_virtual_class"] = round(float((z.argmax(1) == targets.argmax(1)).float().mean()), 6)
+    elif not targets.is_floating_point() and targets.ndim == 1 and len(targets) and int(targets.max()) < z.shape[1]:
+        out["hits_target_class"] = round(float((z.argmax(1) == targets).float().mean()), 6)
+    return out
 
 
-def shard_metrics(x_s: torch.Tensor, x: torch.Tensor, z: torch.Tensor, z_v: torch.Tensor) -> dict[str, float]:
-    """How well DfM did on one shard's final iterates: mean ||Z(x') - Z_v||_2 (what it minimises), mean ||x' - x_s||_2,
-    and the share of x' the model classifies as the virtual logit's top class."""
-    return {"logit_distance": round(float(logit_distance(z, z_v).mean()), 6),
-            "delta_l2": round(float((x - x_s).flatten(1).norm(dim=1).mean()), 6),
-            "hits_virtual_class": round(float((z.argmax(1) == z_v.argmax(1)).float().mean()), 6)}
+def method_of(config: "ExtractionConfig") -> DfMMethod:
+    """The config's DfM method (None: the paper's, with its ``virtual_logits`` settings)."""
+    if config.method in (None, "virtual_logits"):
+        return VirtualLogitsMethod(config.virtual_logits)
+    return create_method(config.method)
 
 
 IDLE = -1  # the item of a rank with no shard left (fewer pending shards than processes): nothing to compute
 
 
 class ShardSource(Dataset):
-    """Item k = shard ``pending[k]``: its substitute images, virtual logits and sample indices."""
+    """Item k = shard ``pending[k]``: its substitute images and the method's targets for them."""
 
-    def __init__(self, substitute: SubstituteDataset, virtual: VirtualLogits, num_classes: int, shard_size: int,
+    def __init__(self, substitute: SubstituteDataset, method: DfMMethod, num_classes: int, shard_size: int,
                  pending: list[int], seed: int):
-        self.substitute, self.virtual, self.num_classes = substitute, virtual, num_classes
+        self.substitute, self.method, self.num_classes = substitute, method, num_classes
         self.shard_size, self.pending, self.seed = shard_size, pending, seed
 
     def __len__(self) -> int:
@@ -100,7 +113,7 @@ class ShardSource(Dataset):
         shard = self.pending[k]
         idx = range(shard * self.shard_size, min((shard + 1) * self.shard_size, len(self.substitute)))
         return {"shard": shard, "x_s": self.substitute.images(idx),
-                "z_v": self.virtual.sample(idx, self.seed, self.num_classes)}
+                "targets": self.method.targets(idx, self.seed, self.num_classes)}
 
 
 class Extractor(pl.LightningModule):
@@ -110,9 +123,9 @@ class Extractor(pl.LightningModule):
     """
 
     def __init__(self, model: nn.Module, steps: int, step_size: float, eps: float | None,
-                 snapshot_steps: list[int] | None = None):
+                 snapshot_steps: list[int] | None = None, method: DfMMethod | None = None):
         super().__init__()
-        self.model = freeze(model)
+        self.model, self.method = freeze(model), method or VirtualLogitsMethod()
         self.steps, self.step_size = steps, step_size
         self.eps = math.inf if eps is None else eps
         self.snapshot_steps = sorted(set(snapshot_steps or []))
@@ -121,17 +134,19 @@ class Extractor(pl.LightningModule):
         if batch["shard"] == IDLE:
             return None
         x_s, iterates, done = batch["x_s"], [], 0
+        steps = self.steps if self.method.optimises else 0
+        net, target, loss = self.method.objective(self.model, x_s, batch["targets"]) if steps else (None, None, None)
         with torch.enable_grad():
-            for k in [*self.snapshot_steps, self.steps]:
+            for k in [*[s for s in self.snapshot_steps if s < steps], steps]:
                 start = iterates[-1] if iterates else None
-                iterates.append(l2_pgd(self.model, x_s, batch["z_v"], logit_distance, eps=self.eps, steps=k - done,
+                iterates.append(l2_pgd(net, x_s, target, loss, eps=self.eps, steps=k - done,
                                        step_size=self.step_size, maximize=False, start=start))
                 done = k
         x = torch.cat([iterates[-1], *iterates[:-1]])
         with torch.no_grad():
             z = self.model(x).float()
         return {"shard": int(batch["shard"]), "images": x.float(), "logits": z,
-                "metrics": shard_metrics(x_s, x[:len(x_s)], z[:len(x_s)], batch["z_v"])}
+                "metrics": shard_metrics(x_s, x[:len(x_s)], z[:len(x_s)], batch["targets"])}
 
 
 class ShardWriter(BasePredictionWriter):
@@ -166,8 +181,9 @@ class ShardWriter(BasePredictionWriter):
             done, elapsed = batch_idx + 1, now - self._start
             eta = f", ETA {_duration(elapsed / done * (self._todo - done))}" if self._todo else ""
             print(f"[extract] {self.out_dir}: shard {prediction['shard'] + 1}/{self.num_shards} "
-                  f"({done}/{self._todo or '?'} of this process's), {len(images) / metrics['seconds']:.0f} images/s, "
-                  f"||Z(x')-Z_v|| {metrics['logit_distance']:.2f}{eta}", flush=True)
+                  f"({done}/{self._todo or '?'} of this process's), {len(images) / metrics['seconds']:.0f} images/s"
+                  + "".join(f", {k} {v:.2f}" for k, v in metrics.items() if k not in ("seconds", "delta_l2"))
+                  + eta, flush=True)
 
 
 def _duration(seconds: float) -> str:
@@ -209,7 +225,7 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
     num_shards = math.ceil(config.num_samples / config.shard_size)
     pending = sorted(set(range(num_shards)) - complete_shards(out_dir))
     if pending:
-        source = ShardSource(substitute, config.virtual_logits, num_classes, config.shard_size, pending, seed)
+        source = ShardSource(substitute, method_of(config), num_classes, config.shard_size, pending, seed)
         # under DDP rank r computes pending shards r, r + W, ... (none when fewer shards than ranks are left)
         loader = DataLoader(source, batch_size=None, sampler=EverySampleOnce(source, idle=IDLE), num_workers=config.num_workers)
         kwargs = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, **(trainer_kwargs or {})}
@@ -218,7 +234,8 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
                      ShardWriter(out_dir, num_shards), StopOnSignal("shard")]
         trainer = pl.Trainer(inference_mode=False, callbacks=callbacks, **kwargs)
         start = time.time()
-        extractor = Extractor(model, config.steps, config.step_size, config.eps, config.snapshot_steps)
+        extractor = Extractor(model, config.steps, config.step_size, config.eps, config.snapshot_steps,
+                              method_of(config))
         trainer.predict(extractor, loader, return_predictions=False)
         trainer.strategy.barrier()
         meta["extract_seconds"] = time.time() - start

@@ -1,8 +1,12 @@
-"""The paper's virtual logits Z_v: the targets DfM steers the model's logits towards."""
+"""``virtual_logits``, the paper's method (Benz et al., "Data from Model: Extracting Data from Non-robust and Robust
+Models", CVPR-W 2020): L2-PGD minimising ||Z(x) - Z_v||_2 towards a random *virtual logit* Z_v per sample. Stores
+(x', Z(x')); meant for logit L2 DtM. The default."""
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from dfm_lightning.extraction.methods import DfMMethod, register_method
 
 
 @dataclass
@@ -28,3 +32,22 @@ class VirtualLogits:
     def sample(self, indices: list[int] | range, seed: int, num_classes: int) -> torch.Tensor:
         """Virtual logits (len(indices), num_classes) as float32."""
         return torch.from_numpy(np.stack([self.sample_one(seed, int(i), num_classes) for i in indices])).float()
+
+
+def logit_distance(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample ||Z(x) - Z_v||_2 (the quantity DfM minimises)."""
+    return (logits.float() - target).norm(dim=1)
+
+
+@register_method
+class VirtualLogitsMethod(DfMMethod):
+    name = "virtual_logits"
+
+    def __init__(self, virtual: VirtualLogits | None = None):
+        self.virtual = virtual or VirtualLogits()
+
+    def targets(self, indices, seed: int, num_classes: int) -> torch.Tensor:
+        return self.virtual.sample(indices, seed, num_classes)
+
+    def objective(self, model, x_s, targets):
+        return model, targets, logit_distance

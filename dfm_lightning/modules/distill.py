@@ -1,5 +1,6 @@
 """DtM from extracted data: a fresh model trained to reproduce the stored logits (L2 logit distillation)."""
 import torch
+from torch.nn import functional as F
 from torchmetrics import MeanMetric
 
 from dfm_lightning.errors import UserError
@@ -11,8 +12,14 @@ def logit_l2(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (logits - target).square().sum(dim=1).mean()
 
 
+DTM_LOSSES = {"logit_l2": logit_l2,
+              # hard labels: the argmax of the stored logits (for data whose labels are all it should teach)
+              "cross_entropy": lambda logits, target: F.cross_entropy(logits, target.argmax(1))}
+
+
 class Distiller(ImageModel):
-    """A fresh registry model trained to reproduce stored logits; the loss is :func:`logit_l2`.
+    """A fresh registry model trained to reproduce stored logits; ``loss`` is :func:`logit_l2` (the paper's) or
+    ``cross_entropy`` on the stored logits' argmax.
 
     Validation uses a held-out part of the extracted data (``val/distill_loss``, ``val/agreement`` = argmax
     match with the stored logits); ``test/acc`` is accuracy on the origin test set, never used for selection.
@@ -20,15 +27,18 @@ class Distiller(ImageModel):
 
     def __init__(self, arch: str = "lenet", in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
                  optimizer: str = "adam", lr: float = 2e-3, weight_decay: float = 0.0, momentum: float = 0.9,
-                 scheduler: str = "none", arch_kwargs: dict | None = None):
+                 scheduler: str = "none", arch_kwargs: dict | None = None, loss: str | None = None):
         super().__init__(arch, in_channels, num_classes, input_size, optimizer, lr, weight_decay, momentum, scheduler,
                          arch_kwargs)
+        if loss is not None and loss not in DTM_LOSSES:  # None: logit_l2 (and run dirs made before this option match)
+            raise UserError(f"distill loss must be one of {', '.join(DTM_LOSSES)}, got {loss!r}")
+        self.loss_fn = DTM_LOSSES[loss or "logit_l2"]
         self.save_hyperparameters()
         self.val_loss = MeanMetric()  # a metric, not a float: under DDP the mean over all ranks' samples, exactly
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, z = batch
-        loss = logit_l2(self.model(x), z)
+        loss = self.loss_fn(self.model(x), z)
         # every 100th batch: a diverged model stays non-finite, and a check per step would sync the GPU each step
         if batch_idx % 100 == 0 and not torch.isfinite(loss):
             raise UserError(f"DtM diverged: distillation loss is {loss.item()} at step {self.global_step}; "

@@ -1,0 +1,22 @@
+"""``random_target_ce``: targeted L2-PGD towards a uniformly random class by cross-entropy.
+
+The D_rand construction of Ilyas et al., "Adversarial Examples Are Not Bugs, They Are Features" (NeurIPS 2019),
+there from the training set, here from substitutes: x' is pushed into a random class t by minimising
+CE(Z(x), t). Stores (x', Z(x')) - the model's own logits, not t - and is meant for logit L2 DtM.
+"""
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from dfm_lightning.extraction.methods import DfMMethod, register_method
+
+
+@register_method
+class RandomTargetCE(DfMMethod):
+    name = "random_target_ce"
+
+    def targets(self, indices, seed: int, num_classes: int) -> torch.Tensor:
+        return torch.tensor([int(np.random.default_rng([seed, int(i), 2]).integers(num_classes)) for i in indices])
+
+    def objective(self, model, x_s, targets):
+        return model, targets.long(), lambda logits, t: F.cross_entropy(logits.float(), t, reduction="none")
