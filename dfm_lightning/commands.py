@@ -6,6 +6,7 @@ from the same signatures (:class:`~pytorch_lightning.Trainer`, :class:`Classifie
 """
 import inspect
 import json
+import tempfile
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -22,7 +23,7 @@ from dfm_lightning.errors import UserError
 from dfm_lightning.evaluation.robustness import Robustness, evaluate_robustness, format_table
 from dfm_lightning.extraction.extractor import ExtractionConfig, extract
 from dfm_lightning.loggers import WandbLogger
-from dfm_lightning.modules import Classifier, Distiller, checkpoint_info, load_module
+from dfm_lightning.modules import Classifier, Distiller, checkpoint_info, is_source, load_module, save_module
 
 rank_zero_info = rank_zero_only(print)
 
@@ -80,11 +81,17 @@ def lightning(argv: list[str], run: bool = True) -> DFMCLI:
     """fit / validate / test / robustness (``run=False``: argv without the subcommand; builds model, data and
     Trainer, trains nothing). The optimiser is the model's own option: LightningCLI's automatic
     ``--optimizer``/``--lr_scheduler`` are switched off, so a checkpoint's hyper-parameters say what trained it."""
+    argv = list(argv)
     for i, arg in enumerate(argv):  # LightningCLI reads a --ckpt_path itself, and a bad one would be a traceback
         if arg == "--ckpt_path" and i + 1 < len(argv) or arg.startswith("--ckpt_path="):
             path = argv[i + 1] if arg == "--ckpt_path" else arg.split("=", 1)[1]
             if path not in ("null", "None", "last", "best", "hpc", "registry"):
                 checkpoint_info(path)
+            if is_source(path):  # a model source file: LightningCLI reads checkpoints only, so hand it one
+                converted = Path(tempfile.mkdtemp(prefix="dfm-source-")) / f"{Path(path).stem}.ckpt"
+                save_module(load_module(path), converted)
+                argv[i + 1 if arg == "--ckpt_path" else i] = str(converted) if arg == "--ckpt_path" \
+                    else f"--ckpt_path={converted}"
     return DFMCLI(Classifier, OriginDataModule, trainer_class=DFMTrainer, args=argv, seed_everything_default=0,
                   trainer_defaults={"logger": lazy_instance(WandbLogger), "log_every_n_steps": 10}, save_config_kwargs={"overwrite": True},
                   auto_configure_optimizers=False, run=run, parser_kwargs={"prog": "dfm", "exit_on_error": False})

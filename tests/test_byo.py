@@ -100,3 +100,21 @@ def test_chain_from_a_model_source_checks_classes_first_then_runs(tmp_path, monk
     rows = json.loads((tmp_path / "run" / "results.json").read_text())["generations"]
     assert [r["generation"] for r in rows] == [0, 1]
     assert checkpoint_info(tmp_path / "run" / "gen1" / "model.ckpt")["arch"] == "external"  # students: M0's network
+
+
+def test_dfm_robustness_and_extract_take_a_model_source(tmp_path):
+    from conftest import CONFIGS, dfm_in_process
+
+    torch.manual_seed(0)
+    torch.save(TinyNet().state_dict(), tmp_path / "tiny.pt")
+    src = source(tmp_path, class_path="byo_models.TinyNet", weights="tiny.pt", input_shape=[1, 28], **MNIST_NORM)
+    proc = dfm_in_process("robustness", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--ckpt_path", src,
+                          "--protocol.eps", "[0, 1]", "--protocol.steps", "2", "--protocol.num_test_images", "40",
+                          "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(40 test images, 2 PGD steps)" in proc.stdout
+    proc = dfm_in_process("extract", "--ckpt_path", src, "--out_dir", "d", "--extraction.substitute", "noise",
+                          "--extraction.num_samples", "32", "--extraction.shard_size", "32", "--extraction.steps", "2",
+                          "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["num_samples"] == 32
