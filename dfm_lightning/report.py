@@ -13,6 +13,7 @@ from pathlib import Path
 from dfm_lightning.chain import science
 from dfm_lightning.data.extracted import atomic_write_bytes, read_json
 from dfm_lightning.errors import UserError
+from dfm_lightning.evaluation.crosseval import short_name
 from dfm_lightning.evaluation.figures import save_comparison_plot
 
 # Table 1 of the paper (accuracy %, M0..M5), keyed by (dataset, M0 architecture, adversarially trained M0)
@@ -114,11 +115,11 @@ def crosseval_table(chains: list[dict]) -> list[list[str]] | None:
     for c in chains:
         for f in sorted(c["dir"].rglob("crosseval.json")) if c["dir"] else []:
             res = read_json(f, {"datasets": list, "checkpoints": list, "accuracy": list}, "it (rerun dfm crosseval)")
-            names = [Path(d).parent.name if Path(d).name == "data" else Path(d).name for d in res["datasets"]]
+            names = [short_name(d) for d in res["datasets"]]
             rows = [["model \\ data", *names]]
             for i, (ckpt, accs) in enumerate(zip(res["checkpoints"], res["accuracy"])):
                 src = res.get("source") or []
-                rows.append([Path(ckpt).parent.name or ckpt,
+                rows.append([short_name(ckpt),
                              *[f"{100 * a:.1f}{'*' if j < len(src) and src[j] == i else ''}" for j, a in enumerate(accs)]])
             return rows
     return None

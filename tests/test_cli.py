@@ -151,7 +151,8 @@ def test_report_pools_seeds_and_puts_the_papers_row_beside_a_matching_chain(tiny
     assert rows[1] == ["run (seeds 0, 1)", f"{m0 - 1:.2f} ± 1.00", *rows[1][2:]]  # mean +- half the range
     assert rows[2] == ["paper: mnist lenet", "99.5", "98.5", "96.6"] and rows[3][0] == "mnist"
     table4 = (tmp_path / "out" / "table4.md").read_text()
-    assert "| gen0 | 100.0* | 50.0 |" in table4 and "| gen1 | 75.0 | 100.0* |" in table4
+    assert "| model \\ data | a/gen1 | a/gen2 |" in table4
+    assert "| a/gen0 | 100.0* | 50.0 |" in table4 and "| a/gen1 | 75.0 | 100.0* |" in table4
     assert r"\pm" in (tmp_path / "out" / "table1.tex").read_text()
     assert (tmp_path / "out" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     proc = dfm_in_process("report", str(tmp_path / "nothing"), cwd=tmp_path)

@@ -33,12 +33,18 @@ def crosseval(datasets: list[str], checkpoints: list[str], num_samples: int = 10
             "source": [hashes.index(s) if s in hashes else None for s in sources]}
 
 
+def short_name(path: str) -> str:
+    """RUN/genG for a chain's RUN/genG/data or RUN/genG/model.ckpt, else the file or directory name."""
+    p = Path(path)
+    return f"{p.parent.parent.name}/{p.parent.name}" if p.name in ("data", "model.ckpt") else p.name
+
+
 def write_crosseval(result: dict, out_dir: str | Path) -> None:
     """``crosseval.json`` and ``crosseval.md`` (Table 4's layout; * marks the model a dataset came from)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "crosseval.json", result)
-    names = [Path(d).name if Path(d).name != "data" else Path(d).parent.name for d in result["datasets"]]
+    names = [short_name(d) for d in result["datasets"]]
     lines = ["| model \\ data | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for i, (ckpt, row) in enumerate(zip(result["checkpoints"], result["accuracy"])):
         cells = [f"{100 * a:.1f}{'*' if result['source'][j] == i else ''}" for j, a in enumerate(row)]
