@@ -366,9 +366,9 @@ class ChainRunner:
         if shards:
             keys = list(shards[0]["metrics"])
             table = wandb.Table(columns=["shard", *keys], data=[[s["shard"], *s["metrics"].values()] for s in shards])
+            shown = "logit_distance" if "logit_distance" in keys else "delta_l2"  # what the method minimises, if known
             run.log({"extract/shards": table,
-                     "extract/logit_distance_per_shard": wandb.plot.line(table, "shard", "logit_distance",
-                                                                         title=f"D{g}: ||Z(x') - Z_v|| per shard")})
+                     f"extract/{shown}_per_shard": wandb.plot.line(table, "shard", shown, title=f"D{g}: {shown} per shard")})
             run.summary.update({f"extract/{k}": v for k, v in (m.get("metrics") or {}).items()})
         if not self.wandb.log_artifacts:
             return

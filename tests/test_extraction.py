@@ -10,7 +10,7 @@ from dfm_lightning.data import ExtractedDataset
 from dfm_lightning.data.extracted import holdout_split
 from dfm_lightning.errors import UserError
 from dfm_lightning.extraction import ExtractionConfig, VirtualLogits, extract
-from dfm_lightning.extraction.extractor import logit_distance
+from dfm_lightning.extraction.virtual_logits import logit_distance
 from dfm_lightning.models import create_model
 
 CPU = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}

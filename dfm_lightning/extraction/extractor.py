@@ -33,7 +33,7 @@ from dfm_lightning.data.origin import EverySampleOnce
 from dfm_lightning.data.substitute import SubstituteDataset
 from dfm_lightning.errors import UserError
 from dfm_lightning.extraction.methods import DfMMethod, create_method
-from dfm_lightning.extraction.virtual_logits import VirtualLogits, VirtualLogitsMethod, logit_distance
+from dfm_lightning.extraction.virtual_logits import VirtualLogits, VirtualLogitsMethod
 from dfm_lightning.models import freeze, num_classes_of
 
 
@@ -74,16 +74,12 @@ class ExtractionConfig:
             raise UserError(f"extraction method {self.method!r} does not optimise, so it has no snapshot_steps to store")
 
 
-def shard_metrics(x_s: torch.Tensor, x: torch.Tensor, z: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-    """How DfM did on one shard's final iterates: mean ||x' - x_s||_2, and for target logits (the paper's method)
-    mean ||Z(x') - Z_v||_2 and the share of x' in the virtual top class, for target classes the share in them."""
-    out = {"delta_l2": round(float((x - x_s).flatten(1).norm(dim=1).mean()), 6)}
-    if targets.ndim == 2 and targets.shape[1] == z.shape[1]:
-        out["logit_distance"] = round(float(logit_distance(z, targets).mean()), 6)
-        out["hits_virtual_class"] = round(float((z.argmax(1) == targets.argmax(1)).float().mean()), 6)
-    elif not targets.is_floating_point() and targets.ndim == 1 and len(targets) and int(targets.max()) < z.shape[1]:
-        out["hits_target_class"] = round(float((z.argmax(1) == targets).float().mean()), 6)
-    return out
+def shard_metrics(method: DfMMethod, x_s: torch.Tensor, x: torch.Tensor, z: torch.Tensor,
+                  targets: torch.Tensor) -> dict[str, float]:
+    """How DfM did on one shard's final iterates: mean ||x' - x_s||_2, plus the method's own measures (the paper's:
+    mean ||Z(x') - Z_v||_2 and the share of x' in the virtual top class)."""
+    out = {"delta_l2": float((x - x_s).flatten(1).norm(dim=1).mean()), **method.metrics(z, targets)}
+    return {k: round(v, 6) for k, v in out.items()}
 
 
 def method_of(config: "ExtractionConfig") -> DfMMethod:
@@ -146,7 +142,7 @@ class Extractor(pl.LightningModule):
         with torch.no_grad():
             z = self.model(x).float()
         return {"shard": int(batch["shard"]), "images": x.float(), "logits": z,
-                "metrics": shard_metrics(x_s, x[:len(x_s)], z[:len(x_s)], batch["targets"])}
+                "metrics": shard_metrics(self.method, x_s, x[:len(x_s)], z[:len(x_s)], batch["targets"])}
 
 
 class ShardWriter(BasePredictionWriter):
@@ -225,7 +221,8 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
     num_shards = math.ceil(config.num_samples / config.shard_size)
     pending = sorted(set(range(num_shards)) - complete_shards(out_dir))
     if pending:
-        source = ShardSource(substitute, method_of(config), num_classes, config.shard_size, pending, seed)
+        method = method_of(config)
+        source = ShardSource(substitute, method, num_classes, config.shard_size, pending, seed)
         # under DDP rank r computes pending shards r, r + W, ... (none when fewer shards than ranks are left)
         loader = DataLoader(source, batch_size=None, sampler=EverySampleOnce(source, idle=IDLE), num_workers=config.num_workers)
         kwargs = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, **(trainer_kwargs or {})}
@@ -234,8 +231,7 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
                      ShardWriter(out_dir, num_shards), StopOnSignal("shard")]
         trainer = pl.Trainer(inference_mode=False, callbacks=callbacks, **kwargs)
         start = time.time()
-        extractor = Extractor(model, config.steps, config.step_size, config.eps, config.snapshot_steps,
-                              method_of(config))
+        extractor = Extractor(model, config.steps, config.step_size, config.eps, config.snapshot_steps, method)
         trainer.predict(extractor, loader, return_predictions=False)
         trainer.strategy.barrier()
         meta["extract_seconds"] = time.time() - start

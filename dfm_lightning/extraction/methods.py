@@ -43,3 +43,7 @@ class DfMMethod:
     def objective(self, model: nn.Module, x_s: torch.Tensor, targets: torch.Tensor):
         """(network to attack, its target, per-sample loss(output, target)) that PGD minimises."""
         raise NotImplementedError
+
+    def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """How close a shard's final iterates came to the targets (means over the shard); none by default."""
+        return {}

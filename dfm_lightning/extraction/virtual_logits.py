@@ -51,3 +51,7 @@ class VirtualLogitsMethod(DfMMethod):
 
     def objective(self, model, x_s, targets):
         return model, targets, logit_distance
+
+    def metrics(self, logits, targets):
+        return {"logit_distance": float(logit_distance(logits, targets).mean()),
+                "hits_virtual_class": float((logits.argmax(1) == targets.argmax(1)).float().mean())}
