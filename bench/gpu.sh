@@ -5,7 +5,8 @@
 #   bash bench/gpu.sh EXPERIMENT SECONDS [ARGS]    # there (carry .gpu): results under $OUT/EXPERIMENT/
 #
 # Experiments (each chain is resumable: a run cut short by SECONDS loses nothing already written in its run dir):
-#   throughput             DfM image-steps/s per architecture, fp32 vs bf16-mixed (bench/extraction_throughput.py)
+#   throughput             DfM image-steps/s per architecture, fp32 vs bf16-mixed, framework vs a bare PGD loop,
+#                          and the FLOP rate reached (bench/throughput.py)
 #   scaling [DEVICES]      DfM image-steps/s with 1, 2, ... DDP processes, one GPU each, MNIST lenet_wide
 #                          (bench/ddp_scaling.py; DEVICES default 1, e.g. 1,2,4,8 on a machine with 8 GPUs)
 #   mnist                  both full-scale MNIST chains (500k images per generation), side by side
@@ -47,7 +48,9 @@ MNIST=(--config configs/fit/mnist_lenet.yaml --config configs/chain/mnist.yaml)
 CIFAR=(--config configs/fit/cifar10_vgg8.yaml --config configs/chain/cifar10.yaml --data.num_workers 0
        --extraction.num_workers 0 --distill_data.num_workers 0)  # loader workers crashed on a small /dev/shm
 case $exp in
-  throughput) timeout "$budget" python3 bench/extraction_throughput.py --out "$out/throughput.json" ;;
+  throughput) timeout "$budget" python3 bench/throughput.py --archs lenet,vgg8,vgg16,resnet18,resnet50 \
+                --num_samples 40000 --shard_size 10000 --steps 20 --precisions 32-true,bf16-mixed \
+                --out "$out/throughput.json" ;;
   scaling) timeout "$budget" python3 bench/ddp_scaling.py --accelerator gpu --devices "${3:-1}" \
              --num_samples 500000 --shard_size 25000 --out "$out/scaling.json" ;;
   mnist) chain mnist "${MNIST[@]}"; chain mnist_robust "${MNIST[@]}" --config configs/robust/mnist.yaml ;;
