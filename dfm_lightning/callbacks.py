@@ -6,6 +6,7 @@ on resume, so an interrupted fit continues with the next batch and ends with the
 one (single process; under DDP Lightning's distributed sampler restarts the epoch's order instead).
 :class:`StopOnSignal` ends a predict or test run at the next batch when a stop was asked for.
 :class:`SharedDirCheck` refuses an output directory that not every process sees (several nodes, no shared filesystem).
+:class:`FastPath` puts the module's network on the GPU fast path while a Trainer runs (every Trainer here has one).
 """
 import os
 import random
@@ -20,10 +21,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint
+from torch import nn
 
 from dfm_lightning import signals
 from dfm_lightning.data.origin import ResumableRandomSampler
 from dfm_lightning.errors import UserError
+from dfm_lightning.models.fast import accelerate, restore
 
 
 def _rng_state() -> dict:
@@ -169,6 +172,39 @@ class SharedDirCheck(pl.Callback):
                             f"processes{where}: {self.option.lstrip('-')} must be on a filesystem shared by all nodes "
                             "(not a node's local disk); pass a path on the cluster's shared storage")
         self._checked.add(key)
+
+
+class FastPath(pl.Callback):
+    """bf16 autocast, channels_last and ``torch.compile`` (:func:`dfm_lightning.models.fast.accelerate`) for the
+    module's network (its ``model``) from setup to teardown: M0 training, DtM and every PGD use it.
+
+    ``enabled`` None: on when the Trainer runs on CUDA (off on the CPU, where bf16 is emulated on most processors and
+    compiling costs more than it saves, docs/RESULTS.md). Every Trainer this package builds gets ``FastPath()``
+    unless its callbacks already hold one; to change it pass your own, e.g. ``--trainer.callbacks+=FastPath
+    --trainer.callbacks.enabled false`` (or ``--trainer.callbacks.compile false``)."""
+
+    def __init__(self, enabled: bool | None = None, bf16: bool = True, channels_last: bool = True, compile: bool = True):
+        self.enabled, self.bf16, self.channels_last, self.compile = enabled, bf16, channels_last, compile
+
+    def active(self, trainer: pl.Trainer) -> bool:
+        return self.enabled if self.enabled is not None else trainer.strategy.root_device.type == "cuda"
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        net = getattr(pl_module, "model", None)
+        if isinstance(net, nn.Module) and self.active(trainer):
+            log = (lambda s: print(s, file=sys.stderr)) if trainer.is_global_zero else (lambda s: None)
+            accelerate(net, trainer.strategy.root_device, self.bf16, self.channels_last, self.compile, log)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        net = getattr(pl_module, "model", None)
+        if isinstance(net, nn.Module):
+            restore(net)
+
+
+def with_fast_path(callbacks: list | None) -> list:
+    """``callbacks`` plus the default :class:`FastPath` unless they hold one."""
+    callbacks = list(callbacks or [])
+    return callbacks if any(isinstance(c, FastPath) for c in callbacks) else [*callbacks, FastPath()]
 
 
 def load_resumable(path: Path) -> str | None:

@@ -32,7 +32,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
 from dfm_lightning import lock, signals
-from dfm_lightning.callbacks import ResumeCheckpoint, SharedDirCheck, StopOnSignal, load_resumable
+from dfm_lightning.callbacks import ResumeCheckpoint, SharedDirCheck, StopOnSignal, load_resumable, with_fast_path
 from dfm_lightning.data.extracted import (
     ExtractedDataModule,
     ExtractedDataset,
@@ -281,8 +281,8 @@ class ChainRunner:
         return len(dm.train_set)
 
     def _with_checks(self, kwargs: dict) -> dict:
-        """Trainer arguments plus the check, at the first setup, that every process sees this run dir."""
-        return {**kwargs, "callbacks": [SharedDirCheck(self.run_dir), *(kwargs.get("callbacks") or [])]}
+        """Trainer arguments plus the check, at the first setup, that every process sees this run dir, and the fast path."""
+        return {**kwargs, "callbacks": with_fast_path([SharedDirCheck(self.run_dir), *(kwargs.get("callbacks") or [])])}
 
     def _trainer(self, **forced) -> pl.Trainer:
         """A fresh Trainer: the chain's ``trainer`` settings, with what this step needs on top (callbacks added)."""

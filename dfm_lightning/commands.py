@@ -15,7 +15,7 @@ from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities import rank_zero_only
 
 from dfm_lightning import lock
-from dfm_lightning.callbacks import ResumeCheckpoint
+from dfm_lightning.callbacks import FastPath, ResumeCheckpoint
 from dfm_lightning.chain import DISTILL_DATA_SET_BY_CHAIN, SHAPE_KEYS, ChainRunner
 from dfm_lightning.data.extracted import ExtractedDataModule, sha256_file
 from dfm_lightning.data.origin import DATASET_SPECS, OriginDataModule
@@ -36,6 +36,8 @@ class DFMTrainer(pl.Trainer):
         super().__init__(*args, **kwargs)
         last = Path(self.default_root_dir) / "last.ckpt"
         self.callbacks.append(ResumeCheckpoint(last, hint=f"rerun with --ckpt_path {last} to continue"))
+        if not any(isinstance(c, FastPath) for c in self.callbacks):
+            self.callbacks.append(FastPath())
 
     def robustness(self, model: Classifier, datamodule: OriginDataModule | None = None, ckpt_path: str | None = None,
                    protocol: Robustness = Robustness()) -> dict[str, float]:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from dfm_lightning.callbacks import with_fast_path
 from dfm_lightning.data.extracted import ExtractedDataset, atomic_write_bytes, atomic_write_json, sha256_file
 from dfm_lightning.data.origin import EvalDataModule, ImageDataset
 from dfm_lightning.modules import load_module
@@ -25,8 +26,9 @@ def crosseval(datasets: list[str], checkpoints: list[str], num_samples: int = 10
     matrix = []
     for ckpt in checkpoints:
         module = load_module(ckpt)
+        kwargs = trainer_kwargs or {}
         trainer = pl.Trainer(**{"logger": False, "enable_model_summary": False, "enable_progress_bar": False,
-                                **(trainer_kwargs or {})})
+                                **kwargs, "callbacks": with_fast_path(kwargs.get("callbacks"))})
         matrix.append([float(trainer.test(module, datamodule=dm, verbose=False)[0]["test/acc"]) for dm in data])
     return {"datasets": [str(d) for d in datasets], "checkpoints": [str(c) for c in checkpoints],
             "num_samples": num_samples, "accuracy": matrix,

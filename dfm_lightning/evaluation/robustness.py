@@ -13,6 +13,7 @@ from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from dfm_lightning.attacks import cross_entropy_per_sample, l2_pgd
+from dfm_lightning.callbacks import with_fast_path
 from dfm_lightning.data.origin import EvalDataModule
 from dfm_lightning.errors import UserError
 from dfm_lightning.models import freeze, num_classes_of
@@ -73,7 +74,8 @@ def evaluate_robustness(model: nn.Module, datamodule: pl.LightningDataModule, pr
     ({eps_key: fraction}, number of images evaluated). A given ``trainer`` keeps its own devices and callbacks."""
     p = protocol
     evaluator = RobustnessEval(model, p.eps, p.steps, p.rel_step_size)
-    trainer = trainer or pl.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False)
+    trainer = trainer or pl.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False,
+                                    callbacks=with_fast_path(None))
     trainer.test_loop.inference_mode = False  # PGD needs gradients w.r.t. the inputs
     trainer.test(evaluator, datamodule=EvalDataModule(datamodule, p.num_test_images), verbose=False)
     metrics = trainer.callback_metrics

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dfm_lightning.attacks import l2_pgd
-from dfm_lightning.callbacks import SharedDirCheck, StopOnSignal
+from dfm_lightning.callbacks import SharedDirCheck, StopOnSignal, with_fast_path
 from dfm_lightning.data.extracted import (
     ExtractedDataset,
     atomic_write_json,
@@ -227,8 +227,8 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
         loader = DataLoader(source, batch_size=None, sampler=EverySampleOnce(source, idle=IDLE), num_workers=config.num_workers)
         kwargs = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, **(trainer_kwargs or {})}
         # the stop check runs after the writer, so a stop never loses a computed shard
-        callbacks = [*(kwargs.pop("callbacks", None) or []), SharedDirCheck(out_dir, "--out_dir"),
-                     ShardWriter(out_dir, num_shards), StopOnSignal("shard")]
+        callbacks = with_fast_path([*(kwargs.pop("callbacks", None) or []), SharedDirCheck(out_dir, "--out_dir"),
+                                    ShardWriter(out_dir, num_shards), StopOnSignal("shard")])
         trainer = pl.Trainer(inference_mode=False, callbacks=callbacks, **kwargs)
         start = time.time()
         extractor = Extractor(model, config.steps, config.step_size, config.eps, config.snapshot_steps, method)

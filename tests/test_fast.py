@@ -1,0 +1,75 @@
+"""The GPU fast path (bf16 autocast, channels_last, torch.compile), checked on the CPU where it applies."""
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from dfm_lightning.attacks import cross_entropy_per_sample, l2_pgd
+from dfm_lightning.callbacks import FastPath, with_fast_path
+from dfm_lightning.models import create_model, freeze
+from dfm_lightning.models.fast import accelerate, restore
+from dfm_lightning.modules import Classifier, load_module
+
+
+def lenet() -> nn.Module:
+    torch.manual_seed(0)
+    return freeze(create_model("lenet", in_channels=1, num_classes=10, input_size=28))
+
+
+def test_bf16_channels_last_keeps_weights_and_logits_close():
+    net, x = lenet(), torch.rand(16, 1, 28, 28)
+    eager, keys = net(x), list(net.state_dict())
+    seen = []
+    net[1].register_forward_hook(lambda m, i, o: seen.append((o.dtype, o.is_contiguous(memory_format=torch.channels_last))))
+    accelerate(net, torch.device("cpu"), compile=False)
+    fast = net(x)
+    assert seen[-1] == (torch.bfloat16, True)  # the convolutions run in bf16, NHWC
+    assert fast.dtype == torch.float32 and list(net.state_dict()) == keys
+    assert (fast - eager).abs().max() < 0.05 * eager.abs().max() and (fast.argmax(1) == eager.argmax(1)).float().mean() > 0.9
+    adv = l2_pgd(net, x, eager.argmax(1), cross_entropy_per_sample, eps=2.0, steps=3, step_size=1.0)
+    assert adv.dtype == torch.float32 and adv.min() >= 0 and adv.max() <= 1
+    assert ((adv - x).flatten(1).norm(dim=1) <= 2.0 + 1e-4).all()
+    restore(net)
+    assert seen.clear() is None and torch.equal(net(x), eager) and seen[-1][0] == torch.float32
+
+
+def test_compile_gives_the_eager_result():
+    torch.manual_seed(0)
+    net, x = freeze(create_model("mlp", in_channels=1, num_classes=10, input_size=28)), torch.rand(8, 1, 28, 28)
+    z = torch.randn(8, 10)
+    loss = lambda out, t: (out - t).norm(dim=1)  # noqa: E731
+    eager = l2_pgd(net, x, z, loss, steps=3, step_size=0.1, maximize=False)
+    accelerate(net, torch.device("cpu"), bf16=False, channels_last=False)
+    assert net._compiled_call_impl is not None
+    assert torch.allclose(l2_pgd(net, x, z, loss, steps=3, step_size=0.1, maximize=False), eager, atol=1e-5)
+
+
+def test_a_compile_failure_falls_back_to_eager_with_one_line(monkeypatch):
+    def broken(self, *args, **kwargs):
+        def fail(*a, **k):
+            raise RuntimeError("no C compiler\nmore detail")
+        self._compiled_call_impl = fail
+
+    monkeypatch.setattr(nn.Module, "compile", broken)
+    net, x, lines = lenet(), torch.rand(4, 1, 28, 28), []
+    eager = net(x)
+    accelerate(net, torch.device("cpu"), bf16=False, channels_last=False, log=lines.append)
+    assert torch.equal(net(x), eager) and torch.equal(net(x), eager)
+    assert lines == ["dfm: torch.compile failed for Sequential (RuntimeError: no C compiler); running it eagerly"]
+
+
+def test_fast_path_callback_is_on_for_cuda_only_and_trains_in_bf16(tmp_path):
+    assert len(with_fast_path(None)) == 1 and len(with_fast_path(with_fast_path(None))) == 1
+    cpu = pl.Trainer(accelerator="cpu", logger=False)
+    assert not FastPath().active(cpu) and FastPath(enabled=True).active(cpu)
+
+    module, dtypes = Classifier(arch="lenet"), []
+    module.model[1].register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    data = torch.utils.data.TensorDataset(torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,)))
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[FastPath(enabled=True, compile=False)])
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=32))
+    assert dtypes == [torch.bfloat16] * 2 and "forward" not in module.model.__dict__  # restored at teardown
+    trainer.save_checkpoint(tmp_path / "m.ckpt", weights_only=True)
+    loaded = load_module(tmp_path / "m.ckpt")  # weights_only=True inside; the same keys as an eager checkpoint
+    assert list(loaded.state_dict()) == list(Classifier(arch="lenet").state_dict())
