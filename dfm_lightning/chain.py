@@ -74,7 +74,7 @@ def init_args(cls, kwargs: dict | None, what: str, skip: tuple[str, ...] = ()) -
 def science(config: dict) -> dict:
     """The settings that decide what a chain computes (not where or how fast: devices, workers, logging).
     Options left at None are dropped too, so a run dir survives the addition of a new option."""
-    drop = {"num_workers", "root", "download", *TRAINER_RUNTIME_KEYS}
+    drop = {"num_workers", "root", "download", "on_device", *TRAINER_RUNTIME_KEYS}
     return {k: ({kk: vv for kk, vv in v.items() if kk not in drop and vv is not None} if isinstance(v, dict) else v)
             for k, v in config.items() if k not in ("generations", "wandb", "run_dir", "checkpoint_every_s")}
 

@@ -73,3 +73,37 @@ def test_fast_path_callback_is_on_for_cuda_only_and_trains_in_bf16(tmp_path):
     trainer.save_checkpoint(tmp_path / "m.ckpt", weights_only=True)
     loaded = load_module(tmp_path / "m.ckpt")  # weights_only=True inside; the same keys as an eager checkpoint
     assert list(loaded.state_dict()) == list(Classifier(arch="lenet").state_dict())
+
+
+def test_device_loader_gives_the_cpu_loaders_batches_and_splits_ranks():
+    from dfm_lightning.data.origin import DeviceLoader, ImageDataset, OriginDataModule
+
+    ds = ImageDataset(torch.randint(0, 256, (100, 1, 4, 4), dtype=torch.uint8), torch.arange(100))
+    dm = OriginDataModule(batch_size=32)
+    torch.manual_seed(1)
+    cpu = [b for b in dm.loader(ds, shuffle=True)]
+    torch.manual_seed(1)
+    dev = list(DeviceLoader(ds, 32, "cpu", chunk=30))  # loaded in chunks of 30
+    assert len(dev) == len(cpu) == 4 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(cpu, dev))
+    ranks = [DeviceLoader(ds, 16, "cpu", num_replicas=3, rank=r) for r in range(3)]
+    seen = []
+    for r in ranks:
+        torch.manual_seed(1)
+        seen.append(torch.cat([y for _, y in r]))
+    assert [len(r) for r in ranks] == [3, 3, 3] and [len(s) for s in seen] == [34, 34, 34]
+    assert set(torch.cat(seen).tolist()) == set(range(100))  # every sample; two repeated to even out the ranks
+
+
+def test_training_on_device_gives_the_same_weights():
+    from dfm_lightning.data.origin import OriginDataModule
+
+    weights = []
+    for on_device in (False, True):
+        pl.seed_everything(0, verbose=False)
+        module = Classifier(arch="lenet")
+        trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=5, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(module, datamodule=OriginDataModule("digits", batch_size=64, augment=True, on_device=on_device))
+        assert type(trainer.train_dataloader).__name__ == ("DeviceLoader" if on_device else "DataLoader")
+        weights.append(module.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

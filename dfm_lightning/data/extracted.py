@@ -251,15 +251,17 @@ def holdout_split(ds: ExtractedDataset, val_size: int, max_samples: int | None =
 
 class ExtractedDataModule(ImageDataModule):
     """DtM data: (x', Z(x')) for training, a held-out slice of the extracted data for validation,
-    and the origin test set (labels) for testing. Training never sees origin data."""
+    and the origin test set (labels) for testing. Training never sees origin data. ``on_device``: keep the
+    training set in device memory (None: when training on CUDA; :class:`~dfm_lightning.data.origin.DeviceLoader`)."""
 
     def __init__(self, path: str, origin: str = "mnist", root: str | None = None, download: bool = False,
                  batch_size: int = 128, num_workers: int = 0, val_size: int = 1000, max_samples: int | None = None,
-                 augment: bool = False, split_seed: int = 0):
+                 augment: bool = False, split_seed: int = 0, on_device: bool | None = None):
         super().__init__()
         self.path, self.origin, self.root, self.download = path, origin, root, download
         self.batch_size, self.num_workers, self.val_size = batch_size, num_workers, val_size
         self.max_samples, self.augment, self.split_seed = max_samples, augment, split_seed
+        self.on_device = on_device
         self.train_set = self.val_set = self.test_set = None
 
     def setup(self, stage: str | None = None) -> None:
