@@ -90,3 +90,32 @@ def test_random_shift_flip_keeps_shape_and_content():
     out = random_shift_flip(x, pad=4, flip=True)
     assert out.shape == x.shape
     assert torch.equal(random_shift_flip(x, pad=0, flip=False), x)
+
+
+def test_batched_crops_equal_torch_interpolate():
+    """The batched crop + resize is F.interpolate's bilinear resize (antialiased when shrinking) of each crop."""
+    from torch.nn import functional as F
+
+    from dfm_lightning.data.substitute import _resize_weights
+
+    torch.manual_seed(0)
+    img = torch.rand(3, 64, 48)
+    for (y0, x0, side, size) in [(0, 0, 64 - 16, 32), (5, 3, 40, 32), (10, 20, 9, 32), (2, 7, 28, 28), (0, 0, 48, 48)]:
+        crop = img[:, y0:y0 + side, x0:x0 + side]
+        want = F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=side > size, align_corners=False)[0]
+        wy = _resize_weights(torch.tensor([y0]), torch.tensor([side]), 64, size)[0]
+        wx = _resize_weights(torch.tensor([x0]), torch.tensor([side]), 48, size)[0]
+        assert torch.allclose(wy @ img @ wx.T, want, atol=1e-5), (y0, x0, side, size)
+
+
+def test_substitute_crops_are_a_function_of_seed_and_index():
+    s = SubstituteDataset("sample_photos", 10_000, 3, 32, seed=1)  # two large photos: every image a crop
+    batch = s.images([7, 9_999, 3, 7])
+    assert torch.equal(batch[0], batch[3]) and torch.equal(batch[1], s[9_999]) and not torch.equal(batch[0], batch[2])
+    assert not torch.equal(batch[0], SubstituteDataset("sample_photos", 10, 3, 32, seed=2)[7])
+    assert batch.shape == (4, 3, 32, 32) and batch.min() >= 0 and batch.max() <= 1
+    from dfm_lightning.data.substitute import _uniforms
+
+    u = _uniforms(0, np.arange(100_000), 5)  # the draws behind crop size, position and flip
+    assert 0 <= u.min() and u.max() < 1 and np.abs(u.mean(0) - 0.5).max() < 0.01
+    assert np.abs(np.corrcoef(u.T) - np.eye(5)).max() < 0.02

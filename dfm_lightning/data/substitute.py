@@ -2,15 +2,14 @@
 
 Sources: another origin dataset (``fashion_mnist`` for MNIST), the offline MS-COCO set (``coco``),
 scikit-learn's bundled photos (``sample_photos``, the embedded default), uniform ``noise``, or a path to
-an .npy/.npz array or a folder of images. Each image is converted to the target (channels, size) on the
-fly; image i depends only on (seed, i), so any shard can be regenerated and the number of extracted
+an .npy/.npz array or a folder of images. Each image is converted to the target (channels, size) a batch
+at a time; image i depends only on (seed, i), so any shard can be regenerated and the number of extracted
 images may exceed the pool (extra images are random crops / flips).
 """
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from dfm_lightning.data.origin import DATASET_SPECS, default_root, load_origin
@@ -69,11 +68,47 @@ def check_source(source: str, root: str | None = None) -> None:
         raise UserError(f"substitute source {source!r}: {path} does not exist; use one of {', '.join(SOURCES)}")
 
 
+def _uniforms(seed: int, indices: np.ndarray, draws: int) -> np.ndarray:
+    """(len(indices), draws) uniforms in [0, 1), each a pure function of (seed, index, draw): a splitmix64 hash,
+    so a whole shard's random numbers are a few vectorised integer operations (no generator per image)."""
+    with np.errstate(over="ignore"):
+        z = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + indices.astype(np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
+             + np.arange(1, draws + 1, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7))
+        for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            z = (z ^ (z >> np.uint64(shift))) * np.uint64(mult)
+        z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def _resize_weights(start: torch.Tensor, side: torch.Tensor, full: int, size: int) -> torch.Tensor:
+    """(n, size, full) matrices W with W @ line = the crop line[start:start + side] resized to ``size`` pixels, as
+    ``F.interpolate(mode="bilinear", align_corners=False)`` does it, with antialiasing where it shrinks."""
+    key = start * (full + 1) + side  # a batch repeats few (start, side) pairs: compute each once
+    unique, inverse = torch.unique(key, return_inverse=True)
+    return _weights(unique // (full + 1), unique % (full + 1), full, size)[inverse]
+
+
+def _weights(start: torch.Tensor, side: torch.Tensor, full: int, size: int) -> torch.Tensor:
+    side_f = side.double()[:, None, None]
+    scale = side_f / size
+    out = torch.arange(size, dtype=torch.float64, device=side.device)[None, :, None] + 0.5
+    q = torch.arange(full, dtype=torch.float64, device=side.device)[None, None, :] - start.double()[:, None, None]
+    inside = (q >= 0) & (q < side_f)
+    shrink = scale > 1
+    # shrinking: a triangle filter as wide as one output pixel (antialias); else the two nearest input pixels
+    tent = (1 - (q + 0.5 - scale * out).abs() / scale).clamp_min(0)
+    src = (scale * out - 0.5).clamp(min=0).minimum(side_f - 1)
+    bilinear = (1 - (q - src).abs()).clamp_min(0)
+    w = torch.where(shrink, tent, bilinear) * inside
+    return (w / w.sum(dim=2, keepdim=True)).float()
+
+
 class SubstituteDataset(Dataset):
     """``num_samples`` substitute images of shape (channels, size, size) in [0, 1]; image i is a pure function of (seed, i).
 
     The first ``len(pool)`` indices are the pool's own images (in a seeded order) when they already have the
-    target size; all others are random crops (side ``min_crop``..1 of the shorter side) with random flips.
+    target size; all others are random crops (side ``min_crop``..1 of the shorter side) with random flips, made a
+    whole batch at a time (two batched matrix products, on ``device`` if given: a pool kept in GPU memory).
     ``min_crop`` None: 0.7 for pools already at the target size (mild zooms), 0.15 for larger photos.
     """
 
@@ -86,40 +121,51 @@ class SubstituteDataset(Dataset):
         self.order = np.random.default_rng(seed).permutation(n)
         self.exact = self.pool is not None and tuple(self.pool.shape[2:]) == (size, size)
         self.min_crop = min_crop if min_crop is not None else (0.7 if self.exact else 0.15)
+        self._pools: dict[torch.device, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return self.num_samples
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        if self.exact and i < len(self.pool):
-            return self._to_channels(self.pool[int(self.order[i])].float() / 255)
-        rng = np.random.default_rng([self.seed, i, 0])
-        if self.pool is None:
-            return torch.from_numpy(rng.random((self.channels, self.size, self.size), dtype=np.float32))
-        return self._to_channels(self._random_crop(self.pool[int(rng.integers(len(self.pool)))].float() / 255, rng))
+        return self.images([i])[0]
 
-    def images(self, indices: list[int] | range) -> torch.Tensor:
-        """A batch of substitute images for the given indices (pool images in one gather, crops one by one)."""
+    def images(self, indices: list[int] | range, device: torch.device | str | None = None) -> torch.Tensor:
+        """A batch of substitute images for the given indices (on ``device``; default the CPU)."""
         idx = np.asarray(list(indices), dtype=np.int64)
-        if self.exact and len(idx) and idx.max() < len(self.pool):
-            batch = self.pool[torch.from_numpy(self.order[idx])].float() / 255
-            return batch if batch.shape[1] == self.channels else torch.stack([self._to_channels(im) for im in batch])
-        return torch.stack([self[int(i)] for i in idx])
+        device = torch.device(device or "cpu")
+        if self.pool is None:
+            return torch.stack([torch.from_numpy(np.random.default_rng([self.seed, int(i), 0]).random(
+                (self.channels, self.size, self.size), dtype=np.float32)) for i in idx]).to(device)
+        pool = self._pools.get(device)
+        if pool is None:
+            pool = self._pools[device] = self.pool.to(device)
+        own = (idx < len(pool)) if self.exact else np.zeros(len(idx), dtype=bool)
+        out = torch.empty(len(idx), pool.shape[1], self.size, self.size, device=device)
+        if own.any():
+            out[torch.from_numpy(own).to(device)] = pool[torch.from_numpy(self.order[idx[own]]).to(device)].float() / 255
+        if (~own).any():
+            out[torch.from_numpy(~own).to(device)] = self._crops(pool, idx[~own])
+        return self._to_channels(out)
 
-    def _random_crop(self, img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        _, h, w = img.shape
-        side = max(1, int(round(min(h, w) * rng.uniform(self.min_crop, 1.0))))
-        y0, x0 = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
-        crop = img[:, y0:y0 + side, x0:x0 + side]
-        if rng.random() < 0.5:
-            crop = crop.flip(2)
-        out = F.interpolate(crop[None], size=(self.size, self.size), mode="bilinear", antialias=side > self.size,
-                            align_corners=False)[0]
-        return out.clamp(0, 1)
+    def _crops(self, pool: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        """Random crops (side min_crop..1 of the shorter side, uniform position, flipped half the time), resized."""
+        _, _, h, w = pool.shape
+        u = torch.from_numpy(_uniforms(self.seed, idx, 5)).to(pool.device)
+        src = (u[:, 0] * len(pool)).long().clamp(max=len(pool) - 1)
+        side = (min(h, w) * (self.min_crop + (1 - self.min_crop) * u[:, 1])).round().long().clamp(1, min(h, w))
+        y0, x0 = (u[:, 2] * (h - side + 1)).long(), (u[:, 3] * (w - side + 1)).long()
+        wy, wx = _resize_weights(y0, side, h, self.size), _resize_weights(x0, side, w, self.size)
+        wx = torch.where((u[:, 4] < 0.5)[:, None, None], wx.flip(1), wx)  # a horizontal flip: output columns reversed
+        out, step = [], max(1, 2**24 // pool[0].numel())  # chunks of ~64 MiB of source pixels (photos are large)
+        for a in range(0, len(idx), step):
+            img = pool[src[a:a + step]].float() / 255  # (n, c, h, w)
+            rows = torch.einsum("nih,nchw->nciw", wy[a:a + step], img)
+            out.append(torch.einsum("nciw,njw->ncij", rows, wx[a:a + step]))
+        return torch.cat(out).clamp(0, 1)
 
-    def _to_channels(self, img: torch.Tensor) -> torch.Tensor:
-        if img.shape[0] == self.channels:
-            return img
+    def _to_channels(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.shape[1] == self.channels:
+            return batch
         if self.channels == 1:
-            return (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2])[None]
-        return img.expand(self.channels, -1, -1).clone()
+            return (0.299 * batch[:, 0] + 0.587 * batch[:, 1] + 0.114 * batch[:, 2])[:, None]
+        return batch.expand(-1, self.channels, -1, -1).contiguous()

@@ -93,7 +93,8 @@ IDLE = -1  # the item of a rank with no shard left (fewer pending shards than pr
 
 
 class ShardSource(Dataset):
-    """Item k = shard ``pending[k]``: its substitute images and the method's targets for them."""
+    """Item k = shard ``pending[k]``: its sample indices and the method's targets for them (the substitute images
+    are made on the device, by :class:`Extractor`)."""
 
     def __init__(self, substitute: SubstituteDataset, method: DfMMethod, num_classes: int, shard_size: int,
                  pending: list[int], seed: int):
@@ -108,20 +109,21 @@ class ShardSource(Dataset):
             return {"shard": IDLE}
         shard = self.pending[k]
         idx = range(shard * self.shard_size, min((shard + 1) * self.shard_size, len(self.substitute)))
-        return {"shard": shard, "x_s": self.substitute.images(idx),
+        return {"shard": shard, "indices": torch.tensor(idx),
                 "targets": self.method.targets(idx, self.seed, self.num_classes)}
 
 
 class Extractor(pl.LightningModule):
-    """Wraps the frozen source model; ``predict_step`` turns one shard of x_s into (x', Z(x')).
+    """Wraps the frozen source model; ``predict_step`` makes one shard's substitutes x_s on the model's device
+    (the pool kept there, crops as batched tensor ops) and turns them into (x', Z(x')).
 
     With snapshot steps a shard holds its final iterates first, then one block per snapshot step (ascending).
     """
 
-    def __init__(self, model: nn.Module, steps: int, step_size: float, eps: float | None,
-                 snapshot_steps: list[int] | None = None, method: DfMMethod | None = None):
+    def __init__(self, model: nn.Module, substitute: SubstituteDataset, steps: int, step_size: float,
+                 eps: float | None, snapshot_steps: list[int] | None = None, method: DfMMethod | None = None):
         super().__init__()
-        self.model, self.method = freeze(model), method or VirtualLogitsMethod()
+        self.model, self.substitute, self.method = freeze(model), substitute, method or VirtualLogitsMethod()
         self.steps, self.step_size = steps, step_size
         self.eps = math.inf if eps is None else eps
         self.snapshot_steps = sorted(set(snapshot_steps or []))
@@ -129,7 +131,7 @@ class Extractor(pl.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict | None:
         if batch["shard"] == IDLE:
             return None
-        x_s, iterates, done = batch["x_s"], [], 0
+        x_s, iterates, done = self.substitute.images(batch["indices"].tolist(), device=self.device), [], 0
         steps = self.steps if self.method.optimises else 0
         net, target, loss = self.method.objective(self.model, x_s, batch["targets"]) if steps else (None, None, None)
         with torch.enable_grad():
@@ -231,7 +233,8 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
                                     ShardWriter(out_dir, num_shards), StopOnSignal("shard")])
         trainer = pl.Trainer(inference_mode=False, callbacks=callbacks, **kwargs)
         start = time.time()
-        extractor = Extractor(model, config.steps, config.step_size, config.eps, config.snapshot_steps, method)
+        extractor = Extractor(model, substitute, config.steps, config.step_size, config.eps, config.snapshot_steps,
+                              method)
         trainer.predict(extractor, loader, return_predictions=False)
         trainer.strategy.barrier()
         meta["extract_seconds"] = time.time() - start
