@@ -107,3 +107,22 @@ def test_training_on_device_gives_the_same_weights():
         assert type(trainer.train_dataloader).__name__ == ("DeviceLoader" if on_device else "DataLoader")
         weights.append(module.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_the_documented_override_parses_in_every_dialect(tmp_path):
+    import yaml
+    from conftest import CONFIGS, dfm_in_process
+
+    for cmd, config in (("fit", "fit/digits_lenet.yaml"), ("chain", "quickstart.yaml")):
+        proc = dfm_in_process(cmd, "--config", str(CONFIGS / config), "--trainer.callbacks+=FastPath",
+                              "--trainer.callbacks.compile", "false", "--print_config", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        printed = yaml.safe_load(proc.stdout)["trainer"]["callbacks"]
+        assert printed == [{"class_path": "dfm_lightning.callbacks.FastPath",
+                            "init_args": {"enabled": None, "bf16": True, "channels_last": True, "compile": False}}]
+    from dfm_lightning.commands import build_chain
+
+    runner = build_chain(["--config", str(CONFIGS / "quickstart.yaml"), "--trainer.callbacks+=FastPath",
+                          "--trainer.callbacks.enabled", "false", "--run_dir", str(tmp_path / "run")])
+    fast = [c for c in runner._with_checks(runner.trainer_kwargs)["callbacks"] if isinstance(c, FastPath)]
+    assert len(fast) == 1 and fast[0].enabled is False  # the user's, not a second default one
