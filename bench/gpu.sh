@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU experiment in one script. Two steps:
 #
-#   bash bench/gpu.sh prepare                      # here: .gpu/ = wheels the device machine lacks + the offline data
+#   bash bench/gpu.sh prepare [cifar]              # here: .gpu/ = wheels the device machine lacks + the offline data
 #   bash bench/gpu.sh EXPERIMENT SECONDS [ARGS]    # there (carry .gpu): results under $OUT/EXPERIMENT/
+#   bash bench/gpu.sh unpack FILES_AT              # here: each returned RUN.tgz -> docs/results/gpu/paper/RUN/
 #
 # Experiments (each chain is resumable: a run cut short by SECONDS loses nothing already written in its run dir):
 #   throughput             DfM image-steps/s per architecture, fp32 vs bf16-mixed, framework vs a bare PGD loop,
@@ -15,38 +16,68 @@
 #                          of it x 10 epochs vs its first 50k at equal DtM sample-steps) + the robust chain from R_M0
 #   table3 [SRC...]        the paper's Table 3: D1 from M0 of each SRC (vgg16 vgg19 resnet18), students of
 #                          vgg16 vgg19 resnet18 resnet50
+#   recipes [NAMES]        CIFAR-10 VGG8 M0 candidates (batch size, lr, epochs; robust ones too) scored on a held-out
+#                          5k slice of the training set (bench/cifar_recipes.py; NAMES: a comma-separated subset)
+#   paper [SKIP...]        the CIFAR-10 half in one window: both VGG8 chains (500k images x 5 generations) side by
+#                          side, then Table 4 (each chain's D(g) on its M(g')), then Table 3 while time is left.
+#                          Comes back as $OUT/paper/{cifar10,cifar10_robust,table3}.tgz (results.json/md, eval.json,
+#                          figures, crosseval, logs; packed again every 10 s, so a window cut short returns every
+#                          finished generation) + summary.txt. A later window skips the runs named in SKIP (those
+#                          complete already); `prepare cifar` carries only what this needs. Checkpoints stay on the
+#                          device machine: a VGG8 checkpoint (17 MiB) is over the 16 MiB a returned file may have, so
+#                          an unfinished chain starts over in the next window.
 # Run dirs live under $RUNS (default /tmp/dfm_runs): a rerun in the same machine continues there.
 set -u
 exp=${1:?usage: bash bench/gpu.sh prepare | EXPERIMENT SECONDS [ARGS]}
 if [ "$exp" = prepare ]; then
   shared=${SHARED:-../shared/datasets}
-  mkdir -p .gpu/whl .gpu/data && grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >> .git/info/exclude
+  rm -rf .gpu && mkdir -p .gpu/whl .gpu/data && { grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >> .git/info/exclude; }
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux2014_x86_64 -d .gpu/whl jsonargparse typeshed-client docstring-parser importlib-resources wandb
-  for d in MNIST FashionMNIST; do mkdir -p ".gpu/data/$d/raw"; for f in "$shared/$d/raw/"*-ubyte; do
+    --platform manylinux2014_x86_64 -d .gpu/whl jsonargparse typeshed-client docstring-parser importlib-resources \
+    $([ "${2:-}" = cifar ] || echo wandb)  # the paper run logs no W&B (and the 64 MiB a device call carries is tight)
+  [ "${2:-}" = cifar ] || for d in MNIST FashionMNIST; do mkdir -p ".gpu/data/$d/raw"; for f in "$shared/$d/raw/"*-ubyte; do
     gzip -c "$f" > ".gpu/data/$d/raw/$(basename "$f").gz"; done; done
   cp -r "$shared/CIFAR10-jpeg" "$shared/coco-substitute" .gpu/data/
   du -sh .gpu; exit
+fi
+if [ "$exp" = unpack ]; then  # the files a `paper` window returned -> docs/results/gpu/paper/RUN/
+  for f in "${2:?FILES_AT}"/*.tgz "${2}"/*/*.tgz; do [ -f "$f" ] || continue
+    d=docs/results/gpu/paper/$(basename "$f" .tgz); mkdir -p "$d" && tar -xzf "$f" -C "$d" && echo "$d: $(ls "$d" | tr '\n' ' ')"
+  done; exit
 fi
 budget=${2:?seconds}; shift 2
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled DFM_DATA_DIR=/tmp/dfm_data
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
 mkdir -p "$DFM_DATA_DIR" && cp -r .gpu/data/CIFAR10-jpeg .gpu/data/coco-substitute "$DFM_DATA_DIR/"
-for f in .gpu/data/*/raw/*.gz; do rel=${f#.gpu/data/}; mkdir -p "$DFM_DATA_DIR/$(dirname "$rel")"
+for f in .gpu/data/*/raw/*.gz; do [ -f "$f" ] || continue; rel=${f#.gpu/data/}; mkdir -p "$DFM_DATA_DIR/$(dirname "$rel")"
   gunzip -c "$f" > "$DFM_DATA_DIR/${rel%.gz}"; done
 runs=${RUNS:-/tmp/dfm_runs}; out=${OUT:-gpu_out}/$exp; mkdir -p "$runs" "$out"
 nvidia-smi -L; python3 -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'lightning', pl.__version__)"
 quiet=(--wandb.enabled false --trainer.enable_progress_bar false --trainer.enable_model_summary false)
 # one chain in the background, stopped at the budget; its log and results are copied to $out as they appear
 chain() { local name=$1; shift
+  # EXTRA: options appended to every chain (a smoke test of this script on a CPU shrinks the runs with it)
   timeout -k 10 "$((budget - SECONDS))" python3 -m dfm_lightning.cli chain "$@" --run_dir "$runs/$name" "${quiet[@]}" \
-    > "$out/$name.log" 2>&1 & }
+    ${EXTRA:-} > "$out/$name.log" 2>&1 & }
+skip() { local r; for r in "${SKIP[@]}"; do [ "$r" = "$1" ] && return 0; done; return 1; }
 collect() { for d in "$runs"/*/; do n=$(basename "$d"); mkdir -p "$out/$n"
   cp "$d"results.json "$d"results.md "$d"accuracy.png "$out/$n/" 2>/dev/null
   for g in "$d"gen*/extracted.png; do [ -f "$g" ] && cp "$g" "$out/$n/D$(basename "$(dirname "$g")" | tr -dc 0-9).png"; done; done; }
 MNIST=(--config configs/fit/mnist_lenet.yaml --config configs/chain/mnist.yaml)
 CIFAR=(--config configs/fit/cifar10_vgg8.yaml --config configs/chain/cifar10.yaml --data.num_workers 0
        --extraction.num_workers 0 --distill_data.num_workers 0)  # loader workers crashed on a small /dev/shm
+# one run dir -> $out/RUN.tgz: what the docs need (no data, no checkpoints); rewritten atomically
+pack() { local d=$1 n; n=$(basename "$1"); [ -d "$d" ] || return 0
+  (cd "$d" && tar -czf "$out/.$n.tgz" --ignore-failed-read chain_config.json results.json results.md accuracy.png \
+     gen*/eval.json gen*/extracted.png crosseval ../"$n".log 2>/dev/null) && mv "$out/.$n.tgz" "$out/$n.tgz"; }
+pack_table3() { (cd "$runs" && tar -czf "$out/.table3.tgz" --ignore-failed-read table3_*/results.json table3_*/results.md \
+  table3_*/chain_config.json table3_*/gen*/eval.json table3_*.log 2>/dev/null) && mv "$out/.table3.tgz" "$out/table3.tgz"; }
+table4() { for run in "$@"; do  # every finished generation of the run: each D(g) on each M(g')
+  local data=() ckpts=(); for g in 1 2 3 4 5 6 7 8 9; do [ -f "$runs/$run/gen$g/data/manifest.json" ] && data+=("\"$runs/$run/gen$g/data\""); done
+  for g in 0 1 2 3 4 5 6 7 8 9; do [ -f "$runs/$run/gen$g/eval.json" ] && ckpts+=("\"$runs/$run/gen$g/model.ckpt\""); done
+  [ ${#data[@]} -gt 0 ] || continue
+  python3 -m dfm_lightning.cli crosseval --out_dir "$runs/$run/crosseval" --num_samples "${CROSSEVAL_SAMPLES:-10000}" \
+    --datasets "[$(IFS=,; echo "${data[*]}")]" --checkpoints "[$(IFS=,; echo "${ckpts[*]}")]" >> "$runs/$run.log" 2>&1; done; }
 case $exp in
   throughput) timeout "$budget" python3 bench/throughput.py --archs lenet,vgg8,vgg16,resnet18,resnet50 \
                 --num_samples 40000 --shard_size 10000 --steps 20 --precisions 32-true,bf16-mixed \
@@ -73,6 +104,26 @@ case $exp in
           python3 -m dfm_lightning.cli chain ${CIFAR[*]} --generations 1 --m0_ckpt_path $runs/${src}_to_${src}/gen0/model.ckpt \
             --distill.arch \$dst --run_dir $runs/${src}_to_\$dst ${quiet[*]}; done" > "$out/table3_$src.log" 2>&1
     done ;;
+  recipes) timeout "$budget" python3 bench/cifar_recipes.py ${1:+--only "$1"} --out "$out/recipes.jsonl" ;;
+  paper)
+    SKIP=("$@"); runs=$runs/paper; mkdir -p "$runs"
+    skip cifar10 || chain cifar10 "${CIFAR[@]}"
+    skip cifar10_robust || chain cifar10_robust "${CIFAR[@]}" --config configs/robust/cifar10.yaml
+    while [ -n "$(jobs -r)" ]; do sleep 10; for n in cifar10 cifar10_robust; do
+      cp "$out/$n.log" "$runs/" 2>/dev/null; pack "$runs/$n"; done; done
+    for n in cifar10 cifar10_robust; do cp "$out/$n.log" "$runs/" 2>/dev/null; done
+    table4 cifar10 cifar10_robust
+    for n in cifar10 cifar10_robust; do pack "$runs/$n"; done
+    for src in vgg16 vgg19 resnet18; do for dst in $src $(echo vgg16 vgg19 resnet18 resnet50 | tr ' ' '\n' | grep -vx "$src"); do
+      n=table3_${src}_to_$dst; skip "$n" && continue; [ $SECONDS -lt $((budget - 30)) ] || break 2
+      m0=(); [ "$dst" = "$src" ] || m0=(--m0_ckpt_path "$runs/table3_${src}_to_$src/gen0/model.ckpt" --distill.arch "$dst")
+      [ "$dst" = "$src" ] || [ -f "$runs/table3_${src}_to_$src/gen0/model.ckpt" ] || continue
+      chain "$n" "${CIFAR[@]}" --generations 1 --model.arch "$src" "${m0[@]}"; wait
+      cp "$out/$n.log" "$runs/" 2>/dev/null; pack_table3; done; done
+    rm -f "$out"/*.log  # inside the .tgz files (at most 8 files come back)
+    for f in "$out"/*.tgz; do echo "== $f"; tar -xzOf "$f" --wildcards '*results.md' 2>/dev/null | head -40
+      tar -tzf "$f" | grep -q crosseval.md && tar -xzOf "$f" crosseval/crosseval.md; done | tee "$out/summary.txt"
+    exit ;;
   *) echo "unknown experiment $exp" >&2; exit 2 ;;
 esac
 while [ -n "$(jobs -r)" ]; do sleep 10; collect; done
