@@ -140,6 +140,8 @@ class SubstituteDataset(Dataset):
         if pool is None:
             pool = self._pools[device] = self.pool.to(device)
         own = (idx < len(pool)) if self.exact else np.zeros(len(idx), dtype=bool)
+        if own.all():  # a shard of pool images (a 50k MNIST generation): one gather
+            return self._to_channels(pool[torch.from_numpy(self.order[idx]).to(device)].float() / 255)
         out = torch.empty(len(idx), pool.shape[1], self.size, self.size, device=device)
         if own.any():
             out[torch.from_numpy(own).to(device)] = pool[torch.from_numpy(self.order[idx[own]]).to(device)].float() / 255
