@@ -6,7 +6,8 @@
 #   bash bench/gpu.sh unpack FILES_AT              # here: each returned RUN.tgz -> docs/results/gpu/paper/RUN/
 #
 # Experiments (each chain is resumable: a run cut short by SECONDS loses nothing already written in its run dir):
-#   throughput             DfM image-steps/s per architecture, fp32 vs bf16-mixed, framework vs a bare PGD loop,
+#   throughput             DfM image-steps/s per architecture, eager vs the fast path (with and without compile),
+#                          framework vs a bare PGD loop,
 #                          and the FLOP rate reached (bench/throughput.py)
 #   scaling [DEVICES]      DfM image-steps/s with 1, 2, ... DDP processes, one GPU each, MNIST lenet_wide
 #                          (bench/ddp_scaling.py; DEVICES default 1, e.g. 1,2,4,8 on a machine with 8 GPUs)
@@ -80,7 +81,7 @@ table4() { for run in "$@"; do  # every finished generation of the run: each D(g
     --datasets "[$(IFS=,; echo "${data[*]}")]" --checkpoints "[$(IFS=,; echo "${ckpts[*]}")]" >> "$runs/$run.log" 2>&1; done; }
 case $exp in
   throughput) timeout "$budget" python3 bench/throughput.py --archs lenet,vgg8,vgg16,resnet18,resnet50 \
-                --num_samples 40000 --shard_size 10000 --steps 20 --precisions 32-true,bf16-mixed \
+                --num_samples 100000 --shard_size 25000 --steps 20 --fast off,nocompile,on \
                 --out "$out/throughput.json" ;;
   scaling) timeout "$budget" python3 bench/ddp_scaling.py --accelerator gpu --devices "${3:-1}" \
              --num_samples 500000 --shard_size 25000 --out "$out/scaling.json" ;;
