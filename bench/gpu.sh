@@ -81,7 +81,7 @@ table4() { for run in "$@"; do  # every finished generation of the run: each D(g
     --datasets "[$(IFS=,; echo "${data[*]}")]" --checkpoints "[$(IFS=,; echo "${ckpts[*]}")]" >> "$runs/$run.log" 2>&1; done; }
 case $exp in
   throughput) timeout "$budget" python3 bench/throughput.py --archs lenet,vgg8,vgg16,resnet18,resnet50 \
-                --num_samples 100000 --shard_size 25000 --steps 20 --fast off,nocompile,on \
+                --num_samples 100000 --shard_size 25000 --steps 20 --fast off,nocompile,on --train_batch 512 --train_steps 40 \
                 --out "$out/throughput.json" ;;
   scaling) timeout "$budget" python3 bench/ddp_scaling.py --accelerator gpu --devices "${3:-1}" \
              --num_samples 500000 --shard_size 25000 --out "$out/scaling.json" ;;
