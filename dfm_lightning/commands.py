@@ -4,8 +4,10 @@
 from the same signatures (:class:`~pytorch_lightning.Trainer`, :class:`Classifier`, :class:`OriginDataModule`,
 ...), so an option is spelled and typed the same way everywhere and a ``dfm fit`` config is a chain's M0 part.
 """
+import atexit
 import inspect
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -90,7 +92,9 @@ def lightning(argv: list[str], run: bool = True) -> DFMCLI:
             if path not in ("null", "None", "last", "best", "hpc", "registry"):
                 checkpoint_info(path)
             if is_source(path):  # a model source file: LightningCLI reads checkpoints only, so hand it one
-                converted = Path(tempfile.mkdtemp(prefix="dfm-source-")) / f"{Path(path).stem}.ckpt"
+                tmp = tempfile.mkdtemp(prefix="dfm-source-")
+                atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # the conversion lives as long as the command
+                converted = Path(tmp) / f"{Path(path).stem}.ckpt"
                 save_module(load_module(path), converted)
                 argv[i + 1 if arg == "--ckpt_path" else i] = str(converted) if arg == "--ckpt_path" \
                     else f"--ckpt_path={converted}"

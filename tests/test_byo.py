@@ -1,6 +1,7 @@
 """Bring your own model: a model source file (class path or registry architecture + a plain weights file, with the
 input normalisation declared) is accepted wherever a checkpoint is. No network: the weights are made here."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,9 +103,13 @@ def test_chain_from_a_model_source_checks_classes_first_then_runs(tmp_path, monk
     assert checkpoint_info(tmp_path / "run" / "gen1" / "model.ckpt")["arch"] == "external"  # students: M0's network
 
 
-def test_dfm_robustness_and_extract_take_a_model_source(tmp_path):
+def test_dfm_robustness_and_extract_take_a_model_source(tmp_path, monkeypatch):
+    import atexit
+
     from conftest import CONFIGS, dfm_in_process
 
+    at_exit = []
+    monkeypatch.setattr(atexit, "register", lambda fn, *args, **kw: at_exit.append((fn, args, kw)))
     torch.manual_seed(0)
     torch.save(TinyNet().state_dict(), tmp_path / "tiny.pt")
     src = source(tmp_path, class_path="byo_models.TinyNet", weights="tiny.pt", input_shape=[1, 28], **MNIST_NORM)
@@ -113,6 +118,14 @@ def test_dfm_robustness_and_extract_take_a_model_source(tmp_path):
                           "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "(40 test images, 2 PGD steps)" in proc.stdout
+    import shutil
+
+    (fn, args, kw), = [c for c in at_exit if c[0] is shutil.rmtree]  # the checkpoint converted for LightningCLI
+    # is removed when the command ends
+    converted = Path(args[0])
+    assert converted.name.startswith("dfm-source-") and converted.is_dir()
+    fn(*args, **kw)
+    assert not converted.exists()
     proc = dfm_in_process("extract", "--ckpt_path", src, "--out_dir", "d", "--extraction.substitute", "noise",
                           "--extraction.num_samples", "32", "--extraction.shard_size", "32", "--extraction.steps", "2",
                           "--trainer.enable_progress_bar", "false", cwd=tmp_path)
