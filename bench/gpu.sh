@@ -18,7 +18,8 @@
 #   table3 [SRC...]        the paper's Table 3: D1 from M0 of each SRC (vgg16 vgg19 resnet18), students of
 #                          vgg16 vgg19 resnet18 resnet50
 #   recipes [NAMES]        CIFAR-10 VGG8 M0 candidates (batch size, lr, epochs; robust ones too) scored on a held-out
-#                          5k slice of the training set (bench/cifar_recipes.py; NAMES: a comma-separated subset)
+#                          5k slice of the training set, then DtM candidates on a D1 of 100k from the best one,
+#                          scored on a held-out slice of D1 (bench/cifar_recipes.py; NAMES: a comma-separated subset)
 #   paper [SKIP...]        the CIFAR-10 half in one window: both VGG8 chains (500k images x 5 generations) side by
 #                          side, then Table 4 (each chain's D(g) on its M(g')), then Table 3 while time is left.
 #                          Comes back as $OUT/paper/{cifar10,cifar10_robust,table3}.tgz (results.json/md, eval.json,
@@ -105,7 +106,8 @@ case $exp in
           python3 -m dfm_lightning.cli chain ${CIFAR[*]} --generations 1 --m0_ckpt_path $runs/${src}_to_${src}/gen0/model.ckpt \
             --distill.arch \$dst --run_dir $runs/${src}_to_\$dst ${quiet[*]}; done" > "$out/table3_$src.log" 2>&1
     done ;;
-  recipes) timeout "$budget" python3 bench/cifar_recipes.py ${1:+--only "$1"} --out "$out/recipes.jsonl" ;;
+  recipes) timeout "$budget" python3 bench/cifar_recipes.py ${1:+--only "$1"} --dtm --work_dir "$runs/recipes" \
+             --out "$out/recipes.jsonl" ;;
   paper)
     SKIP=("$@"); runs=$runs/paper; mkdir -p "$runs"
     skip cifar10 || chain cifar10 "${CIFAR[@]}"
