@@ -32,6 +32,12 @@ def _autocast_forward(net: nn.Module, device_type: str) -> None:
 def _compile_with_fallback(net: nn.Module, log: Callable[[str], None]) -> None:
     """Compile the module's call; if compiling (done at the first call of each new shape) fails, say so in one line
     and run that module eagerly from then on (the call that failed is repeated eagerly)."""
+    import torch._dynamo.config as dynamo
+
+    # one forward is recompiled per input shape (shards, training and test batches, each one's last batch) and per
+    # generation's model; past the limit (8 by default) Dynamo would quietly run the rest eagerly
+    key = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # (its older name)
+    setattr(dynamo, key, max(getattr(dynamo, key), 64))
     net.compile()
     compiled = net._compiled_call_impl
 
