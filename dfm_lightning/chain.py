@@ -345,8 +345,8 @@ class ChainRunner:
                            notes=w.notes, settings=wandb_quiet())
 
     def _record(self) -> dict:
-        """The chain's settings as JSON (callbacks and plugins are objects: recorded by class name)."""
-        return json.loads(json.dumps(self.config(), default=lambda o: type(o).__name__))
+        """The chain's settings as JSON (callbacks and plugins are objects: recorded as class path and plain settings)."""
+        return json.loads(json.dumps(self.config(), default=_describe))
 
     def _artifact_name(self, kind: str, g: int) -> str:
         return f"{self.run_dir.name}-{kind}{g}"
@@ -418,13 +418,20 @@ class ChainRunner:
         wandb.finish()
 
     def _results(self, rows: list[dict]) -> dict:
-        return {"generations": rows, "config": self.config()}
+        return {"generations": rows, "config": self._record()}
 
     @rank_zero_only
     def _write_results(self, rows: list[dict]) -> None:
         atomic_write_json(self.run_dir / "results.json", self._results(rows))
         atomic_write_bytes(self.run_dir / "results.md", results_markdown(rows, self.run_dir.name).encode())
         save_accuracy_plot(rows, self.run_dir / "accuracy.png", title=self.run_dir.name)
+
+
+def _describe(obj) -> dict:
+    """A settings object (a callback, a plugin) as JSON: its class path and its plain public attributes."""
+    plain = (bool, int, float, str, type(None))
+    return {"class_path": f"{type(obj).__module__}.{type(obj).__qualname__}",
+            "init_args": {k: v for k, v in vars(obj).items() if not k.startswith("_") and isinstance(v, plain)}}
 
 
 def results_markdown(rows: list[dict], title: str) -> str:

@@ -126,3 +126,7 @@ def test_the_documented_override_parses_in_every_dialect(tmp_path):
                           "--trainer.callbacks.enabled", "false", "--run_dir", str(tmp_path / "run")])
     fast = [c for c in runner._with_checks(runner.trainer_kwargs)["callbacks"] if isinstance(c, FastPath)]
     assert len(fast) == 1 and fast[0].enabled is False  # the user's, not a second default one
+    # and a chain records it (results.json and chain_config.json are JSON: the callback as class path + settings)
+    record = runner._results([])["config"]["trainer"]["callbacks"]
+    assert record == [{"class_path": "dfm_lightning.callbacks.FastPath",
+                       "init_args": {"enabled": False, "bf16": True, "channels_last": True, "compile": True}}]
