@@ -92,20 +92,20 @@ def test_random_shift_flip_keeps_shape_and_content():
     assert torch.equal(random_shift_flip(x, pad=0, flip=False), x)
 
 
-def test_batched_crops_equal_torch_interpolate():
-    """The batched crop + resize is F.interpolate's bilinear resize (antialiased when shrinking) of each crop."""
+def test_batched_crops_are_each_crop_resized_by_torch():
+    """A shard's crops equal each crop cut out, flipped and resized alone (F.interpolate, antialiased when shrinking)."""
     from torch.nn import functional as F
 
-    from dfm_lightning.data.substitute import _resize_weights
-
-    torch.manual_seed(0)
-    img = torch.rand(3, 64, 48)
-    for (y0, x0, side, size) in [(0, 0, 64 - 16, 32), (5, 3, 40, 32), (10, 20, 9, 32), (2, 7, 28, 28), (0, 0, 48, 48)]:
-        crop = img[:, y0:y0 + side, x0:x0 + side]
-        want = F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=side > size, align_corners=False)[0]
-        wy = _resize_weights(torch.tensor([y0]), torch.tensor([side]), 64, size)[0]
-        wx = _resize_weights(torch.tensor([x0]), torch.tensor([side]), 48, size)[0]
-        assert torch.allclose(wy @ img @ wx.T, want, atol=1e-5), (y0, x0, side, size)
+    for source, size in (("sample_photos", 32), ("digits", 28)):  # large photos shrink, 8x8 digits grow
+        s = SubstituteDataset(source, 10_000, 3 if source == "sample_photos" else 1, size, seed=5)
+        idx = np.arange(9_000, 9_040)
+        batch = s.images(idx)
+        for i, (src, side, top, left, flip) in zip(idx, zip(*s.crop_params(idx))):
+            crop = s.pool[src, :, top:top + side, left:left + side].float() / 255
+            crop = crop.flip(2) if flip else crop
+            want = F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=bool(side > size),
+                                 align_corners=False)[0].clamp(0, 1)
+            assert torch.allclose(batch[i - 9_000], s._to_channels(want[None])[0], atol=1e-6), (source, i)
 
 
 def test_substitute_crops_are_a_function_of_seed_and_index():

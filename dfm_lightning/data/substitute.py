@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from dfm_lightning.data.origin import DATASET_SPECS, default_root, load_origin
@@ -80,35 +81,12 @@ def _uniforms(seed: int, indices: np.ndarray, draws: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def _resize_weights(start: torch.Tensor, side: torch.Tensor, full: int, size: int) -> torch.Tensor:
-    """(n, size, full) matrices W with W @ line = the crop line[start:start + side] resized to ``size`` pixels, as
-    ``F.interpolate(mode="bilinear", align_corners=False)`` does it, with antialiasing where it shrinks."""
-    key = start * (full + 1) + side  # a batch repeats few (start, side) pairs: compute each once
-    unique, inverse = torch.unique(key, return_inverse=True)
-    return _weights(unique // (full + 1), unique % (full + 1), full, size)[inverse]
-
-
-def _weights(start: torch.Tensor, side: torch.Tensor, full: int, size: int) -> torch.Tensor:
-    side_f = side.double()[:, None, None]
-    scale = side_f / size
-    out = torch.arange(size, dtype=torch.float64, device=side.device)[None, :, None] + 0.5
-    q = torch.arange(full, dtype=torch.float64, device=side.device)[None, None, :] - start.double()[:, None, None]
-    inside = (q >= 0) & (q < side_f)
-    shrink = scale > 1
-    # shrinking: a triangle filter as wide as one output pixel (antialias); else the two nearest input pixels
-    tent = (1 - (q + 0.5 - scale * out).abs() / scale).clamp_min(0)
-    src = (scale * out - 0.5).clamp(min=0).minimum(side_f - 1)
-    bilinear = (1 - (q - src).abs()).clamp_min(0)
-    w = torch.where(shrink, tent, bilinear) * inside
-    return (w / w.sum(dim=2, keepdim=True)).float()
-
-
 class SubstituteDataset(Dataset):
     """``num_samples`` substitute images of shape (channels, size, size) in [0, 1]; image i is a pure function of (seed, i).
 
     The first ``len(pool)`` indices are the pool's own images (in a seeded order) when they already have the
     target size; all others are random crops (side ``min_crop``..1 of the shorter side) with random flips, made a
-    whole batch at a time (two batched matrix products, on ``device`` if given: a pool kept in GPU memory).
+    whole batch at a time (a gather and a resize per crop side, on ``device`` if given: a pool kept in GPU memory).
     ``min_crop`` None: 0.7 for pools already at the target size (mild zooms), 0.15 for larger photos.
     """
 
@@ -149,21 +127,30 @@ class SubstituteDataset(Dataset):
             out[torch.from_numpy(~own).to(device)] = self._crops(pool, idx[~own])
         return self._to_channels(out)
 
-    def _crops(self, pool: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-        """Random crops (side min_crop..1 of the shorter side, uniform position, flipped half the time), resized."""
-        _, _, h, w = pool.shape
-        u = torch.from_numpy(_uniforms(self.seed, idx, 5)).to(pool.device)
-        src = (u[:, 0] * len(pool)).long().clamp(max=len(pool) - 1)
+    def crop_params(self, idx: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Per index: (pool image, crop side, top, left, flip): side ``min_crop``..1 of the shorter side, a uniform
+        position, flipped half the time; each a pure function of (seed, index)."""
+        _, _, h, w = self.pool.shape
+        u = torch.from_numpy(_uniforms(self.seed, idx, 5))
+        src = (u[:, 0] * len(self.pool)).long().clamp(max=len(self.pool) - 1)
         side = (min(h, w) * (self.min_crop + (1 - self.min_crop) * u[:, 1])).round().long().clamp(1, min(h, w))
-        y0, x0 = (u[:, 2] * (h - side + 1)).long(), (u[:, 3] * (w - side + 1)).long()
-        wy, wx = _resize_weights(y0, side, h, self.size), _resize_weights(x0, side, w, self.size)
-        wx = torch.where((u[:, 4] < 0.5)[:, None, None], wx.flip(1), wx)  # a horizontal flip: output columns reversed
-        out, step = [], max(1, 2**24 // pool[0].numel())  # chunks of ~64 MiB of source pixels (photos are large)
-        for a in range(0, len(idx), step):
-            img = pool[src[a:a + step]].float() / 255  # (n, c, h, w)
-            rows = torch.einsum("nih,nchw->nciw", wy[a:a + step], img)
-            out.append(torch.einsum("nciw,njw->ncij", rows, wx[a:a + step]))
-        return torch.cat(out).clamp(0, 1)
+        return src, side, (u[:, 2] * (h - side + 1)).long(), (u[:, 3] * (w - side + 1)).long(), u[:, 4] < 0.5
+
+    def _crops(self, pool: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        """The crops of ``idx``, resized: one gather and one ``F.interpolate`` per crop side (bilinear, antialiased
+        when shrinking), whatever the number of images."""
+        src, side, top, left, flip = (t.to(pool.device) for t in self.crop_params(idx))
+        out = torch.empty(len(idx), pool.shape[1], self.size, self.size, device=pool.device)
+        for s in torch.unique(side).tolist():
+            group = (side == s).nonzero().squeeze(1)
+            for chunk in group.split(max(1, 2**24 // (pool.shape[1] * s * s))):  # ~64 MiB of crop pixels at a time
+                # slicing views and stacking them: far cheaper than one advanced-indexing gather of every pixel
+                where = zip(src[chunk].tolist(), top[chunk].tolist(), left[chunk].tolist())
+                crop = torch.stack([pool[i, :, t:t + s, l:l + s] for i, t, l in where]).float() / 255
+                img = F.interpolate(crop, size=(self.size, self.size), mode="bilinear", antialias=s > self.size,
+                                    align_corners=False)
+                out[chunk] = torch.where(flip[chunk, None, None, None], img.flip(3), img)
+        return out.clamp(0, 1)
 
     def _to_channels(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.shape[1] == self.channels:
