@@ -238,7 +238,8 @@ class DeviceLoader:
         return padded[rank::world]
 
     def __len__(self) -> int:
-        return -(-len(self._mine(list(range(len(self.dataset))))) // self.batch_size)
+        _, world = self._rank_world()
+        return -(-(-(-len(self.dataset) // world)) // self.batch_size)  # ceil(ceil(n / world) / batch_size)
 
     def __iter__(self):
         tensors = self._load()

@@ -109,7 +109,7 @@ class ShardSource(Dataset):
             return {"shard": IDLE}
         shard = self.pending[k]
         idx = range(shard * self.shard_size, min((shard + 1) * self.shard_size, len(self.substitute)))
-        return {"shard": shard, "indices": torch.tensor(idx),
+        return {"shard": shard, "indices": list(idx),  # plain ints: no copy to the device and back
                 "targets": self.method.targets(idx, self.seed, self.num_classes)}
 
 
@@ -131,7 +131,7 @@ class Extractor(pl.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict | None:
         if batch["shard"] == IDLE:
             return None
-        x_s, iterates, done = self.substitute.images(batch["indices"].tolist(), device=self.device), [], 0
+        x_s, iterates, done = self.substitute.images(batch["indices"], device=self.device), [], 0
         steps = self.steps if self.method.optimises else 0
         net, target, loss = self.method.objective(self.model, x_s, batch["targets"]) if steps else (None, None, None)
         with torch.enable_grad():
