@@ -57,6 +57,23 @@ def test_a_compile_failure_falls_back_to_eager_with_one_line(monkeypatch):
     assert lines == ["dfm: torch.compile failed for Sequential (RuntimeError: no C compiler); running it eagerly"]
 
 
+def test_a_backward_compile_failure_falls_back_before_any_backward(monkeypatch):
+    from torch._dynamo.backends.common import aot_autograd
+
+    def no_backward(gm, example_inputs):
+        raise RuntimeError("backward lowering failed")
+
+    compile = nn.Module.compile  # the real compiler for the forward, a broken one for the backward
+    monkeypatch.setattr(nn.Module, "compile", lambda self: compile(self, backend=aot_autograd(
+        fw_compiler=lambda gm, example_inputs: gm, bw_compiler=no_backward)))
+    net, x, z, lines = lenet(), torch.rand(4, 1, 28, 28), torch.randn(4, 10), []
+    loss = lambda out, t: (out - t).norm(dim=1)  # noqa: E731
+    eager = l2_pgd(net, x, z, loss, steps=2, step_size=0.1, maximize=False)
+    accelerate(net, torch.device("cpu"), bf16=False, channels_last=False, log=lines.append)
+    assert torch.equal(l2_pgd(net, x, z, loss, steps=2, step_size=0.1, maximize=False), eager)
+    assert lines == ["dfm: torch.compile failed for Sequential (RuntimeError: backward lowering failed); running it eagerly"]
+
+
 def test_fast_path_callback_is_on_for_cuda_only_and_trains_in_bf16(tmp_path):
     assert len(with_fast_path(None)) == 1 and len(with_fast_path(with_fast_path(None))) == 1
     cpu = pl.Trainer(accelerator="cpu", logger=False)

@@ -33,6 +33,7 @@ def _compile_with_fallback(net: nn.Module, log: Callable[[str], None]) -> None:
     """Compile the module's call; if compiling (done at the first call of each new shape) fails, say so in one line
     and run that module eagerly from then on (the call that failed is repeated eagerly)."""
     import torch._dynamo.config as dynamo
+    import torch._functorch.config as functorch
 
     # one forward is recompiled per input shape (shards, training and test batches, each one's last batch) and per
     # generation's model; past the limit (8 by default) Dynamo would quietly run the rest eagerly
@@ -43,9 +44,13 @@ def _compile_with_fallback(net: nn.Module, log: Callable[[str], None]) -> None:
 
     def call(*args, **kwargs):
         try:
-            return compiled(*args, **kwargs)
+            # AOTAutograd compiles the backward lazily, at the first backward - in the trainer's or PGD's autograd
+            # call, where no fallback can catch it; compiling it with the forward makes its failure land here too
+            with functorch.patch(force_non_lazy_backward_lowering=True):
+                return compiled(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - a compiler failure of any kind: eager still computes the same thing
             net._compiled_call_impl = None
+            e = getattr(e, "inner_exception", None) or e  # Dynamo's BackendCompilerFailed wraps the compiler's error
             first = (str(e).strip().splitlines() or [""])[0][:160]
             log(f"dfm: torch.compile failed for {type(net).__name__} ({type(e).__name__}: {first}); running it eagerly")
             return net._call_impl(*args, **kwargs)
