@@ -47,7 +47,7 @@ from dfm_lightning.data.substitute import SubstituteDataset, check_source
 from dfm_lightning.errors import UserError
 from dfm_lightning.evaluation.figures import save_accuracy_plot, save_extraction_grid
 from dfm_lightning.evaluation.robustness import Robustness, evaluate_robustness
-from dfm_lightning.extraction.extractor import ExtractionConfig, extract
+from dfm_lightning.extraction.extractor import ExtractionConfig, extract, method_of
 from dfm_lightning.loggers import WandbConfig, WandbLogger, log_artifact, make_artifact, run_id, wandb_quiet
 from dfm_lightning.modules import Classifier, Distiller, checkpoint_info, is_source, load_module, save_module
 
@@ -132,12 +132,13 @@ class ChainRunner:
             m0_arch = {"arch": info["arch"], "arch_kwargs": info.get("arch_kwargs")}
         else:
             m0_arch = {"arch": self.model["arch"], "arch_kwargs": self.model["arch_kwargs"]}
-            Classifier(**self.model, **self.shape)  # a bad architecture or optimizer fails now, not after M0
+            # a bad architecture or optimizer, or a DfM method the model cannot take, fails now, not after M0
+            method_of(extraction).check(Classifier(**self.model, **self.shape).model)
         if self.distill["arch"] is None:  # students are M0's architecture unless distill.arch says otherwise
             self.student = {**self.distill, **m0_arch, "arch_kwargs": self.distill["arch_kwargs"] or m0_arch["arch_kwargs"]}
         else:
             self.student = dict(self.distill)
-        Distiller(**self.student, **self.shape)
+        method_of(extraction).check(Distiller(**self.student, **self.shape).model)  # D2... come from the students
 
     def config(self) -> dict:
         return {"run_dir": str(self.run_dir), "generations": self.generations, "seed_everything": self.seed,

@@ -64,6 +64,14 @@ def test_unknown_architecture(tmp_path):
     assert_one_line_error(proc, "alexnet", "lenet", "resnet18")
 
 
+def test_a_dfm_method_the_students_cannot_take_fails_before_m0(tmp_path):
+    # M0 is a VGG8 (batch norm), the students LeNets (none): D2 could not be extracted, so nothing starts
+    proc = dfm_in_process("chain", *TINY_CHAIN, "--run_dir", "r", "--model.arch", "vgg8",
+                          "--distill.arch", "lenet", "--extraction.method", "bn_statistics", cwd=tmp_path)
+    assert_one_line_error(proc, "bn_statistics", "batch norm")
+    assert not (tmp_path / "r" / "gen0").exists()
+
+
 def test_missing_checkpoint(tmp_path):
     proc = dfm_in_process("extract", "--ckpt_path", "nope.ckpt", "--out_dir", "d", cwd=tmp_path)
     assert_one_line_error(proc, "nope.ckpt", "not found")

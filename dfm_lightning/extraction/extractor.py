@@ -201,6 +201,8 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
     ``input_shape`` = (channels, size) of the model's inputs. A directory holding an extraction with a
     different config or source is refused rather than overwritten.
     """
+    method = method_of(config)
+    method.check(model)  # before anything is written: a rerun with another method must not find this one's config
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     described = {k: v for k, v in asdict(config).items() if k != "num_workers"}
@@ -223,7 +225,6 @@ def extract(model: nn.Module, out_dir: str | Path, config: ExtractionConfig, see
     num_shards = math.ceil(config.num_samples / config.shard_size)
     pending = sorted(set(range(num_shards)) - complete_shards(out_dir))
     if pending:
-        method = method_of(config)
         source = ShardSource(substitute, method, num_classes, config.shard_size, pending, seed)
         # under DDP rank r computes pending shards r, r + W, ... (none when fewer shards than ranks are left)
         loader = DataLoader(source, batch_size=None, sampler=EverySampleOnce(source, idle=IDLE), num_workers=config.num_workers)

@@ -36,6 +36,9 @@ class DfMMethod:
     dtm_loss = "logit_l2"
     optimises = True
 
+    def check(self, model: nn.Module) -> None:
+        """Raise a one-line UserError, before any work, if the method cannot run on ``model``; any model by default."""
+
     def targets(self, indices: range | list[int], seed: int, num_classes: int) -> torch.Tensor:
         """Per-sample targets for PGD (any tensor with one row per sample); none by default."""
         return torch.zeros(len(indices))

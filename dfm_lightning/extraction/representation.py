@@ -39,6 +39,9 @@ class Penultimate(nn.Module):
 class Representation(DfMMethod):
     name = "representation"
 
+    def check(self, model):
+        Penultimate(model)
+
     def targets(self, indices, seed: int, num_classes: int) -> torch.Tensor:
         """Per sample, which other sample of its shard gives the target (an offset in [1, n-1] of a rotation)."""
         n = len(indices)
