@@ -48,7 +48,15 @@ from dfm_lightning.errors import UserError
 from dfm_lightning.evaluation.figures import save_accuracy_plot, save_extraction_grid
 from dfm_lightning.evaluation.robustness import Robustness, evaluate_robustness
 from dfm_lightning.extraction.extractor import ExtractionConfig, extract, method_of
-from dfm_lightning.loggers import WandbConfig, WandbLogger, log_artifact, make_artifact, run_id, wandb_quiet
+from dfm_lightning.loggers import (
+    WandbConfig,
+    WandbLogger,
+    check_wandb_env,
+    log_artifact,
+    make_artifact,
+    run_id,
+    wandb_quiet,
+)
 from dfm_lightning.modules import Classifier, Distiller, checkpoint_info, is_source, load_module, save_module
 
 # set by the chain from the data (model and student shapes) or per generation (the extracted data's path)
@@ -112,6 +120,8 @@ class ChainRunner:
         self.run_dir, self.generations, self.seed = Path(run_dir), generations, seed_everything
         self.m0_ckpt_path, self.distill_epochs, self.checkpoint_every_s = m0_ckpt_path, distill_epochs, checkpoint_every_s
         self.extraction, self.robustness, self.wandb = extraction, robustness, wandb
+        if wandb.enabled:
+            check_wandb_env()  # a bad WANDB_MODE fails now, not when gen0's logger starts
         init_args(pl.Trainer, trainer, "trainer")  # checks the keys; only what was set is kept (and recorded)
         # Lightning's defaults suit no chain step: 1000 epochs; a log point every 50 steps (none in a small epoch)
         self.trainer_kwargs = {"max_epochs": 10, "log_every_n_steps": 10, **(trainer or {})}

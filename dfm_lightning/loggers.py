@@ -16,14 +16,21 @@ from dfm_lightning.errors import UserError
 _MODES = ("online", "offline", "disabled", "dryrun", "shared", "run")  # what wandb accepts
 
 
-def resolve_wandb_mode(mode: str | None = None) -> str:
-    """'online' only when asked (or WANDB_MODE allows it), an API key exists and api.wandb.ai answers; else 'offline'."""
+def check_wandb_env() -> str | None:
+    """WANDB_MODE if it is set to a valid mode; None if unset (an empty one is unset); else one line."""
     env = os.environ.get("WANDB_MODE")
     if env == "":
         del os.environ["WANDB_MODE"]  # an empty WANDB_MODE means unset; wandb itself would reject it
-    elif env is not None and env not in _MODES:
+        return None
+    if env is not None and env not in _MODES:
         raise UserError(f"environment variable WANDB_MODE={env!r} is not one of {', '.join(_MODES)}; "
                         "unset it or set it to one of those")
+    return env
+
+
+def resolve_wandb_mode(mode: str | None = None) -> str:
+    """'online' only when asked (or WANDB_MODE allows it), an API key exists and api.wandb.ai answers; else 'offline'."""
+    env = check_wandb_env()  # checked even when a mode is given: wandb itself reads WANDB_MODE too
     mode = mode or env or "online"
     if mode in ("offline", "disabled", "dryrun"):
         return "offline" if mode == "dryrun" else mode

@@ -47,14 +47,14 @@ def test_fit_then_robustness(tmp_path):
     assert "eps=0" in header and "eps=1" in header and count.startswith("(360 test images")  # digits: all 360
     clean, eps1 = (float(v) for v in row.strip("| ").split("|")[1:])
     assert 30 < clean <= 100 and eps1 <= clean
-    proc = run_dfm("robustness", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--ckpt_path", str(ckpt),
-                   "--protocol.eps", "[-1]", cwd=tmp_path)
+    proc = dfm_in_process("robustness", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--ckpt_path",
+                          str(ckpt), "--protocol.eps", "[-1]", cwd=tmp_path)
     assert_one_line_error(proc, "eps", ">= 0")
 
 
 def test_missing_dataset(tmp_path):
-    proc = run_dfm("fit", "--config", str(CONFIGS / "fit" / "mnist_lenet.yaml"), "--data.root", str(tmp_path / "nowhere"),
-                   "--data.download", "false", "--trainer.max_epochs", "1", cwd=tmp_path)
+    proc = dfm_in_process("fit", "--config", str(CONFIGS / "fit" / "mnist_lenet.yaml"), "--data.root",
+                          str(tmp_path / "nowhere"), "--data.download", "false", "--trainer.max_epochs", "1", cwd=tmp_path)
     assert_one_line_error(proc, "not found", str(tmp_path / "nowhere"))
 
 
@@ -78,9 +78,10 @@ def test_missing_checkpoint(tmp_path):
 
 
 def test_bad_wandb_mode_is_one_line_and_empty_means_unset(tmp_path, monkeypatch):
-    proc = run_dfm("chain", "--config", str(CONFIGS / "quickstart.yaml"), "--run_dir", "r", cwd=tmp_path,
-                   env={"WANDB_MODE": "ofline"})
+    monkeypatch.setenv("WANDB_MODE", "ofline")
+    proc = dfm_in_process("chain", "--config", str(CONFIGS / "quickstart.yaml"), "--run_dir", "r", cwd=tmp_path)
     assert_one_line_error(proc, "WANDB_MODE='ofline'", "offline")
+    assert not (tmp_path / "r" / "gen0").exists()
     from dfm_lightning.loggers import resolve_wandb_mode
 
     monkeypatch.setenv("WANDB_MODE", "")
@@ -191,7 +192,7 @@ def test_chain_resumes_after_losing_a_step(tiny_chain, tmp_path):
 
 def test_chain_with_other_settings_is_refused(tiny_chain):
     args = [a if a != "1500" else "1600" for a in TINY_CHAIN]
-    proc = run_dfm("chain", "--run_dir", str(tiny_chain), *args, cwd=tiny_chain.parent)
+    proc = dfm_in_process("chain", "--run_dir", str(tiny_chain), *args, cwd=tiny_chain.parent)
     assert_one_line_error(proc, "extraction", "new --run_dir")
 
 

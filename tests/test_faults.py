@@ -124,7 +124,7 @@ def _one_line(proc, *needles):
 
 @pytest.mark.parametrize("damage", ["chain_config.json", "gen1/eval.json", "gen2/data/manifest.json"])
 def test_garbled_bookkeeping_file_is_one_line_naming_it(tiny_chain, tmp_path, damage):
-    from conftest import run_dfm
+    from conftest import dfm_in_process
 
     run = _copy(tiny_chain, tmp_path)
     if damage.startswith("gen2/data"):  # a finished generation never rereads its data: make D2 needed again
@@ -132,7 +132,7 @@ def test_garbled_bookkeeping_file_is_one_line_naming_it(tiny_chain, tmp_path, da
         (run / "gen2" / "model.ckpt").unlink()
     (run / damage).write_text('{"truncated": ')
     before = _snapshot(run)
-    proc = run_dfm("chain", "--run_dir", str(run), *TINY_CHAIN, cwd=tmp_path)
+    proc = dfm_in_process("chain", "--run_dir", str(run), *TINY_CHAIN, cwd=tmp_path)
     _one_line(proc, str(run / damage), "delete it")
     assert _snapshot(run) == before
 
@@ -155,7 +155,7 @@ def test_pickled_files_are_refused_in_one_line(tiny_chain, tmp_path):
     import pickle
 
     import numpy as np
-    from conftest import CONFIGS, run_dfm
+    from conftest import CONFIGS, dfm_in_process
 
     from dfm_lightning.data import ExtractedDataset
     from dfm_lightning.data.extracted import sha256_file
@@ -173,12 +173,12 @@ def test_pickled_files_are_refused_in_one_line(tiny_chain, tmp_path):
         ExtractedDataset(data)
     # a pickled checkpoint and a pickled substitute array, through the CLI
     (tmp_path / "evil.ckpt").write_bytes(pickle.dumps({"state_dict": object()}))
-    proc = run_dfm("robustness", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--ckpt_path", "evil.ckpt",
-                   cwd=tmp_path)
+    proc = dfm_in_process("robustness", "--config", str(CONFIGS / "fit" / "digits_lenet.yaml"), "--ckpt_path",
+                          "evil.ckpt", cwd=tmp_path)
     _one_line(proc, "evil.ckpt", "weights_only")
     np.save(tmp_path / "evil.npy", np.array([object()], dtype=object), allow_pickle=True)
-    proc = run_dfm("extract", "--ckpt_path", str(run / "gen0" / "model.ckpt"), "--out_dir", "d",
-                   "--extraction.substitute", str(tmp_path / "evil.npy"), cwd=tmp_path)
+    proc = dfm_in_process("extract", "--ckpt_path", str(run / "gen0" / "model.ckpt"), "--out_dir", "d",
+                          "--extraction.substitute", str(tmp_path / "evil.npy"), cwd=tmp_path)
     _one_line(proc, "evil.npy", "not a plain image array")
 
 
