@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_CHAIN, run_dfm
+from conftest import REPO, TINY_CHAIN, dfm_in_process, run_dfm
 from wandb_records import logged
 
 from dfm_lightning.data.origin import EverySampleOnce
@@ -41,11 +41,12 @@ def test_robustness_is_identical_for_1_2_and_3_processes(tiny_chain, tmp_path):
     # 101 images: not divisible by 2 or 3, so padding would count some twice (and shift the figures)
     tables = []
     for devices in (1, 2, 3):
-        proc = run_dfm("robustness", "--config", str(REPO / "configs" / "fit" / "digits_lenet.yaml"),
-                       "--ckpt_path", str(tiny_chain / "gen0" / "model.ckpt"), "--protocol.eps", "[0, 1]",
-                       "--protocol.steps", "3", "--protocol.num_test_images", "101", "--trainer.logger", "false",
-                       "--trainer", f"{{accelerator: cpu, devices: {devices}, strategy: ddp, enable_progress_bar: false}}",
-                       cwd=tmp_path)
+        run = dfm_in_process if devices == 1 else run_dfm  # (one process needs no interpreter of its own)
+        proc = run("robustness", "--config", str(REPO / "configs" / "fit" / "digits_lenet.yaml"),
+                   "--ckpt_path", str(tiny_chain / "gen0" / "model.ckpt"), "--protocol.eps", "[0, 1]",
+                   "--protocol.steps", "3", "--protocol.num_test_images", "101", "--trainer.logger", "false",
+                   "--trainer", f"{{accelerator: cpu, devices: {devices}, strategy: {'ddp' if devices > 1 else 'auto'}, "
+                   "enable_progress_bar: false}", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         table = proc.stdout[proc.stdout.index("| model"):].strip()
         assert table.endswith("(101 test images, 3 PGD steps)") and proc.stdout.count("| model |") == 1  # rank 0 only
@@ -64,8 +65,8 @@ def test_ddp_extraction_shards_across_ranks_and_matches_single_process(tiny_chai
     ddp = run_dfm(*args, "--out_dir", "ddp", "--trainer",
                   "{accelerator: cpu, devices: 2, strategy: ddp, enable_progress_bar: false}", cwd=tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = run_dfm(*args, "--out_dir", "one", "--trainer", "{accelerator: cpu, devices: 1, enable_progress_bar: false}",
-                     cwd=tmp_path)
+    single = dfm_in_process(*args, "--out_dir", "one", "--trainer",
+                            "{accelerator: cpu, devices: 1, enable_progress_bar: false}", cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
     shards = sorted(p.name for p in (tmp_path / "one").glob("shard-*.npy"))
     assert len(shards) == 10 and shards == sorted(p.name for p in (tmp_path / "ddp").glob("shard-*.npy"))
