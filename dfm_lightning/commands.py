@@ -182,7 +182,7 @@ def crosseval_command(datasets: list[str], checkpoints: list[str], out_dir: str,
 
 def report_command(run_dirs: list[str], out_dir: str | None = None) -> None:
     """The paper's tables for chains (run dirs or results.json files; seeds of one setting pooled): Table 1 with the
-    paper's row where the setting matches, Table 2, Table 4 if a crosseval.json lies in a run dir. Printed as markdown;
+    paper's row where the setting matches, Table 2, a Table 4 per crosseval.json in the run dirs. Printed as markdown;
     with --out_dir also written as .md/.csv/.tex, report.md and accuracy.png."""
     from dfm_lightning.report import report
 

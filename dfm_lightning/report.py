@@ -1,7 +1,7 @@
 """``dfm report``: the paper's tables for one or more chains, from their ``results.json`` files.
 
 Table 1 (accuracy per generation, the paper's row beside a chain whose setting the paper ran), Table 2 (accuracy
-under L2-PGD per eps) and Table 4 (cross-evaluation, where a ``crosseval.json`` lies in a run dir), as markdown,
+under L2-PGD per eps) and Table 4 (cross-evaluation, one per ``crosseval.json`` in the run dirs), as markdown,
 CSV and LaTeX, plus one comparison plot. Chains that differ only in ``seed_everything`` are one row: mean +- half
 the range over the seeds, with the number of seeds.
 """
@@ -70,11 +70,11 @@ def group_seeds(chains: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
-def _cell(values: list[float]) -> str:
+def _cell(values: list[float], digits: int = 2) -> str:
     if not values:
         return ""
     mean = sum(values) / len(values)
-    return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {(max(values) - min(values)) / 2:.2f}"
+    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {(max(values) - min(values)) / 2:.{digits}f}"
 
 
 def _label(group: list[dict]) -> str:
@@ -110,19 +110,28 @@ def tables(chains: list[dict]) -> dict[str, list[list[str]]]:
     return {"table1": t1, "table2": t2}
 
 
-def crosseval_table(chains: list[dict]) -> list[list[str]] | None:
-    """Table 4 from the first crosseval.json found in the given run dirs."""
-    for c in chains:
-        for f in sorted(c["dir"].rglob("crosseval.json")) if c["dir"] else []:
-            res = read_json(f, {"datasets": list, "checkpoints": list, "accuracy": list}, "it (rerun dfm crosseval)")
-            names = [short_name(d) for d in res["datasets"]]
-            rows = [["model \\ data", *names]]
-            for i, (ckpt, accs) in enumerate(zip(res["checkpoints"], res["accuracy"])):
-                src = res.get("source") or []
-                rows.append([short_name(ckpt),
-                             *[f"{100 * a:.1f}{'*' if j < len(src) and src[j] == i else ''}" for j, a in enumerate(accs)]])
-            return rows
-    return None
+def crosseval_tables(chains: list[dict]) -> dict[str, tuple[str, list[list[str]]]]:
+    """Table 4 for every crosseval.json in the given run dirs: {key: (whose, rows)}. Those at the same place in
+    chains that differ only in the seed are one table, pooled like the other tables (names from the first seed)."""
+    out = {}
+    for group in group_seeds(chains):
+        found: dict[str, list[tuple[dict, dict]]] = {}  # place in the run dir -> [(chain, its crosseval)]
+        for c in group:
+            for f in sorted(c["dir"].rglob("crosseval.json")) if c["dir"] else []:
+                found.setdefault(str(f.relative_to(c["dir"])), []).append(
+                    (c, read_json(f, {"datasets": list, "checkpoints": list, "accuracy": list}, "it (rerun dfm crosseval)")))
+        for k, pairs in enumerate(found.values()):
+            first = pairs[0][1]
+            pairs = [(c, r) for c, r in pairs if (len(r["datasets"]), len(r["checkpoints"]))
+                     == (len(first["datasets"]), len(first["checkpoints"]))]
+            src = first.get("source") or []
+            rows = [["model \\ data", *[short_name(d) for d in first["datasets"]]]]
+            for i, ckpt in enumerate(first["checkpoints"]):
+                rows.append([short_name(ckpt), *[_cell([100 * r["accuracy"][i][j] for _, r in pairs], 1)
+                                                 + ("*" if j < len(src) and src[j] == i else "")
+                                                 for j in range(len(first["datasets"]))]])
+            out[f"table4-{group[0]['name']}" + (f"-{k + 1}" if k else "")] = (_label([c for c, _ in pairs]), rows)
+    return {"table4": next(iter(out.values()))} if len(out) == 1 else out  # the common case: table4.md
 
 
 def markdown(rows: list[list[str]]) -> str:
@@ -152,13 +161,12 @@ def report(run_dirs: list[str], out_dir: str | None = None) -> str:
         raise UserError("dfm report needs at least one run dir or results.json")
     chains = [load_chain(p) for p in run_dirs]
     t = tables(chains)
-    cross = crosseval_table(chains)
-    if cross:
-        t["table4"] = cross
     titles = {"table1": "Table 1: accuracy per generation (%)",
-              "table2": "Table 2: accuracy under L2-PGD (%), per eps",
-              "table4": "Table 4: cross-evaluation (accuracy %, labels = argmax of the stored logits; * = the "
-                        "model the data was extracted from)"}
+              "table2": "Table 2: accuracy under L2-PGD (%), per eps"}
+    for key, (whose, rows) in crosseval_tables(chains).items():
+        t[key] = rows
+        titles[key] = (f"Table 4: cross-evaluation of {whose} (accuracy %, labels = argmax of the stored logits; "
+                       "* = the model the data was extracted from)")
     text = "\n".join(f"## {titles[k]}\n\n{markdown(rows)}" for k, rows in t.items())
     if out_dir:
         out = Path(out_dir)

@@ -167,6 +167,21 @@ def test_report_pools_seeds_and_puts_the_papers_row_beside_a_matching_chain(tiny
     proc = dfm_in_process("report", str(tmp_path / "nothing"), cwd=tmp_path)
     assert_one_line_error(proc, "holds no results.json")
 
+    # a cross-evaluation in each seed's run dir is one pooled Table 4; another chain's is a table of its own
+    cross = {"datasets": ["b/gen1/data", "b/gen2/data"], "source": [0, 1], "checkpoints": ["b/gen0/model.ckpt",
+             "b/gen1/model.ckpt"], "accuracy": [[0.9, 0.5], [0.7, 0.8]]}
+    for name in ("seed1", "mnist"):
+        (tmp_path / name / "x").mkdir()
+        (tmp_path / name / "x" / "crosseval.json").write_text(json.dumps(cross))
+    proc = dfm_in_process("report", str(run), str(tmp_path / "seed1"), str(tmp_path / "mnist"), "--out_dir", "out2",
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out2").glob("table4*.md")) == ["table4-mnist.md", "table4-run.md"]
+    pooled = (tmp_path / "out2" / "table4-run.md").read_text()
+    assert "| a/gen0 | 95.0 ± 5.0* | 50.0 ± 0.0 |" in pooled and "| a/gen1 | 72.5 ± 2.5 | 90.0 ± 10.0* |" in pooled
+    assert "| b/gen0 | 90.0* | 50.0 |" in (tmp_path / "out2" / "table4-mnist.md").read_text()
+    assert "cross-evaluation of run (seeds 0, 1)" in proc.stdout and "cross-evaluation of mnist (" in proc.stdout
+
 
 def test_chain_rerun_continues_without_recomputing(tiny_chain):
     stamps = {p: p.stat().st_mtime_ns for p in tiny_chain.rglob("*") if p.is_file() and "wandb" not in p.parts}
