@@ -174,10 +174,8 @@ def report(run_dirs: list[str], out_dir: str | None = None) -> str:
         for k, rows in t.items():
             for ext, render in (("md", markdown), ("csv", csv_text), ("tex", latex)):
                 atomic_write_bytes(out / f"{k}.{ext}", render(rows).encode())
-        curves = {}
-        for group in group_seeds(chains):
-            for c in group:
-                curves[c["name"]] = [100 * r["test_accuracy"] for r in c["generations"]]
+        curves = {_label(group): [[100 * r["test_accuracy"] for r in c["generations"]] for c in group]
+                  for group in group_seeds(chains)}
         keys = {paper_setting(c["config"]) for c in chains} - {None}
         paper = PAPER_TABLE1[keys.pop()] if len(keys) == 1 else None
         save_comparison_plot(curves, out / "accuracy.png", "test accuracy per generation", paper=paper)

@@ -60,14 +60,19 @@ def save_accuracy_plot(generations: list[dict], path: str | Path, title: str = "
     return _save(fig, ax, path, title, legend_size=8)
 
 
-def save_comparison_plot(chains: dict[str, list[float]], path: str | Path, title: str = "",
+def save_comparison_plot(chains: dict[str, list[list[float]]], path: str | Path, title: str = "",
                          paper: list[float] | None = None) -> Path:
-    """Clean test accuracy (%) per generation for several chains (label -> accuracies of M0, M1, ...),
-    with the paper's figures dashed."""
+    """Clean test accuracy (%) per generation for several chains (label -> one list of M0, M1, ... per seed): the
+    mean over seeds, the range between them shaded, the paper's figures dashed."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, acc in chains.items():
-        ax.plot(range(len(acc)), acc, "o-", label=label)
+    colors = plt.get_cmap("tab20" if len(chains) > 10 else "tab10")
+    for k, (label, seeds) in enumerate(chains.items()):
+        n = max(len(s) for s in seeds)
+        at = [[s[g] for s in seeds if len(s) > g] for g in range(n)]
+        ax.plot(range(n), [sum(v) / len(v) for v in at], "o-", label=label, color=colors(k))
+        if len(seeds) > 1:
+            ax.fill_between(range(n), [min(v) for v in at], [max(v) for v in at], color=colors(k), alpha=0.2)
     if paper:
         ax.plot(range(len(paper)), paper, "k--", label="paper")
-    _accuracy_axes(ax, range(max(len(a) for a in [*chains.values(), paper or []])))
+    _accuracy_axes(ax, range(max(len(s) for s in [*(s for v in chains.values() for s in v), paper or []])))
     return _save(fig, ax, path, title, legend_size=7)
