@@ -42,7 +42,7 @@ from dfm_lightning.data.extracted import (
     read_json,
     sha256_file,
 )
-from dfm_lightning.data.origin import CLASS_NAMES, OriginDataModule, check_origin
+from dfm_lightning.data.origin import CLASS_NAMES, OriginDataModule
 from dfm_lightning.data.substitute import SubstituteDataset, check_source
 from dfm_lightning.errors import UserError
 from dfm_lightning.evaluation.figures import save_accuracy_plot, save_extraction_grid
@@ -126,8 +126,7 @@ class ChainRunner:
         # Lightning's defaults suit no chain step: 1000 epochs; a log point every 50 steps (none in a small epoch)
         self.trainer_kwargs = {"max_epochs": 10, "log_every_n_steps": 10, **(trainer or {})}
         self.data = init_args(OriginDataModule, data, "data")
-        origin = OriginDataModule(**self.data)  # checks the dataset name
-        check_origin(self.data["name"], self.data["root"], self.data["download"])
+        origin = OriginDataModule(**self.data)  # checks the dataset name, and that it is there or may download
         check_source(extraction.substitute, self.data["root"])
         self.shape = dict(in_channels=origin.in_channels, num_classes=origin.num_classes, input_size=origin.input_size)
         self.model = init_args(Classifier, model, "model", skip=SHAPE_KEYS)

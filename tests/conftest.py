@@ -40,7 +40,7 @@ def dfm_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
     out, err, code = io.StringIO(), io.StringIO(), 0
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    here = os.getcwd()
+    here, environ = os.getcwd(), dict(os.environ)
     os.chdir(cwd)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -56,6 +56,14 @@ def dfm_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         for s, h in handlers.items():  # main() installs the stop handlers: give pytest its Ctrl-C back
             signal.signal(s, h)
         signals._installed = False
+        if "WANDB_SERVICE" in os.environ and "WANDB_SERVICE" not in environ:
+            # a W&B run was started here: stop its service, or every later `dfm` subprocess would inherit
+            # WANDB_SERVICE and log into this process's service (observed: offline runs without their data)
+            import wandb
+
+            wandb.teardown()
+        os.environ.clear()
+        os.environ.update(environ)
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 

@@ -56,6 +56,7 @@ def test_missing_dataset(tmp_path):
     proc = dfm_in_process("fit", "--config", str(CONFIGS / "fit" / "mnist_lenet.yaml"), "--data.root",
                           str(tmp_path / "nowhere"), "--data.download", "false", "--trainer.max_epochs", "1", cwd=tmp_path)
     assert_one_line_error(proc, "not found", str(tmp_path / "nowhere"))
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no W&B run: it failed before the Trainer ran
 
 
 def test_unknown_architecture(tmp_path):

@@ -291,8 +291,7 @@ class OriginDataModule(ImageDataModule):
                  on_device: bool | None = None):
         super().__init__()
         self.save_hyperparameters()
-        if name not in DATASET_SPECS:
-            raise UserError(f"unknown dataset {name!r}; known: {', '.join(DATASET_SPECS)}")
+        check_origin(name, root, download)  # an unknown or missing dataset fails before a Trainer or W&B run starts
         self.name, self.root, self.download = name, root, download
         self.batch_size, self.num_workers, self.val_size = batch_size, num_workers, val_size
         self.augment, self.split_seed, self.on_device = augment, split_seed, on_device
