@@ -79,6 +79,15 @@ def test_virtual_logit_statistics():
     assert not torch.equal(v.sample([7], seed=1, num_classes=10), z[[7]])
 
 
+def test_uniform_classes_are_uniform_and_each_stream_its_own():
+    from dfm_lightning.data.draws import BN_CLASS, RANDOM_CLASS, uniform_classes
+
+    c = uniform_classes(0, np.arange(100_000), 10, RANDOM_CLASS)
+    assert c.min() == 0 and c.max() == 9 and np.abs(np.bincount(c) / 100_000 - 0.1).max() < 0.005
+    assert np.array_equal(uniform_classes(0, [5, 99_999], 10, RANDOM_CLASS), c[[5, 99_999]])  # redrawn alone
+    assert (uniform_classes(0, np.arange(100_000), 10, BN_CLASS) == c).mean() < 0.12  # independent of another stream
+
+
 def test_virtual_logit_means_without_noise():
     z = VirtualLogits(top_std=0, rest_std=0).sample(range(3), seed=0, num_classes=10)
     for row in z:
@@ -114,8 +123,8 @@ def test_substitute_crops_are_a_function_of_seed_and_index():
     assert torch.equal(batch[0], batch[3]) and torch.equal(batch[1], s[9_999]) and not torch.equal(batch[0], batch[2])
     assert not torch.equal(batch[0], SubstituteDataset("sample_photos", 10, 3, 32, seed=2)[7])
     assert batch.shape == (4, 3, 32, 32) and batch.min() >= 0 and batch.max() <= 1
-    from dfm_lightning.data.substitute import _uniforms
+    from dfm_lightning.data.draws import hashed_uniforms
 
-    u = _uniforms(0, np.arange(100_000), 5)  # the draws behind crop size, position and flip
+    u = hashed_uniforms(0, np.arange(100_000), 5)  # the draws behind crop size, position and flip
     assert 0 <= u.min() and u.max() < 1 and np.abs(u.mean(0) - 0.5).max() < 0.01
     assert np.abs(np.corrcoef(u.T) - np.eye(5)).max() < 0.02

@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from dfm_lightning.data.draws import hashed_uniforms
 from dfm_lightning.data.origin import DATASET_SPECS, default_root, load_origin
 from dfm_lightning.errors import UserError
 
@@ -69,18 +70,6 @@ def check_source(source: str, root: str | None = None) -> None:
         raise UserError(f"substitute source {source!r}: {path} does not exist; use one of {', '.join(SOURCES)}")
 
 
-def _uniforms(seed: int, indices: np.ndarray, draws: int) -> np.ndarray:
-    """(len(indices), draws) uniforms in [0, 1), each a pure function of (seed, index, draw): a splitmix64 hash,
-    so a whole shard's random numbers are a few vectorised integer operations (no generator per image)."""
-    with np.errstate(over="ignore"):
-        z = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + indices.astype(np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
-             + np.arange(1, draws + 1, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7))
-        for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
-            z = (z ^ (z >> np.uint64(shift))) * np.uint64(mult)
-        z ^= z >> np.uint64(31)
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
 class SubstituteDataset(Dataset):
     """``num_samples`` substitute images of shape (channels, size, size) in [0, 1]; image i is a pure function of (seed, i).
 
@@ -131,7 +120,7 @@ class SubstituteDataset(Dataset):
         """Per index: (pool image, crop side, top, left, flip): side ``min_crop``..1 of the shorter side, a uniform
         position, flipped half the time; each a pure function of (seed, index)."""
         _, _, h, w = self.pool.shape
-        u = torch.from_numpy(_uniforms(self.seed, idx, 5))
+        u = torch.from_numpy(hashed_uniforms(self.seed, idx, 5))
         src = (u[:, 0] * len(self.pool)).long().clamp(max=len(self.pool) - 1)
         side = (min(h, w) * (self.min_crop + (1 - self.min_crop) * u[:, 1])).round().long().clamp(1, min(h, w))
         return src, side, (u[:, 2] * (h - side + 1)).long(), (u[:, 3] * (w - side + 1)).long(), u[:, 4] < 0.5

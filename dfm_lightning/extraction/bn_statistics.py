@@ -13,11 +13,11 @@ the shard size. w = 10 is DeepInversion's CIFAR-10 setting; its image priors (to
 PGD's box and L2 ball around the substitute take their place. Stores (x', Z(x')); meant for logit L2 DtM. Only for
 models with batch norm (VGG, ResNet), and its statistics are those of one shard (of one rank under DDP).
 """
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dfm_lightning.data.draws import BN_CLASS, uniform_classes
 from dfm_lightning.errors import UserError
 from dfm_lightning.extraction.methods import DfMMethod, register_method
 
@@ -60,7 +60,7 @@ class BNStatistics(DfMMethod):
         WithBNDistance(model)
 
     def targets(self, indices, seed: int, num_classes: int) -> torch.Tensor:
-        return torch.tensor([int(np.random.default_rng([seed, int(i), 4]).integers(num_classes)) for i in indices])
+        return torch.from_numpy(uniform_classes(seed, list(indices), num_classes, BN_CLASS))
 
     def objective(self, model, x_s, targets):
         def loss(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -4,10 +4,10 @@ The D_rand construction of Ilyas et al., "Adversarial Examples Are Not Bugs, The
 there from the training set, here from substitutes: x' is pushed into a random class t by minimising
 CE(Z(x), t). Stores (x', Z(x')) - the model's own logits, not t - and is meant for logit L2 DtM.
 """
-import numpy as np
 import torch
 from torch.nn import functional as F
 
+from dfm_lightning.data.draws import RANDOM_CLASS, uniform_classes
 from dfm_lightning.extraction.methods import DfMMethod, register_method
 
 
@@ -16,7 +16,7 @@ class RandomTargetCE(DfMMethod):
     name = "random_target_ce"
 
     def targets(self, indices, seed: int, num_classes: int) -> torch.Tensor:
-        return torch.tensor([int(np.random.default_rng([seed, int(i), 2]).integers(num_classes)) for i in indices])
+        return torch.from_numpy(uniform_classes(seed, list(indices), num_classes, RANDOM_CLASS))
 
     def objective(self, model, x_s, targets):
         return model, targets.long(), lambda logits, t: F.cross_entropy(logits.float(), t, reduction="none")
