@@ -239,7 +239,8 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         _, world = self._rank_world()
-        return -(-(-(-len(self.dataset) // world)) // self.batch_size)  # ceil(ceil(n / world) / batch_size)
+        per_rank = -(-len(self.dataset) // world)  # ceil: ranks are padded to the same length
+        return -(-per_rank // self.batch_size)
 
     def __iter__(self):
         tensors = self._load()

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dfm_lightning.data.draws import BN_CLASS, uniform_classes
+from dfm_lightning.data.draws import BN_CLASS
 from dfm_lightning.errors import UserError
-from dfm_lightning.extraction.methods import DfMMethod, register_method
+from dfm_lightning.extraction.methods import register_method
+from dfm_lightning.extraction.random_target_ce import RandomTargetCE
 
 
 class WithBNDistance(nn.Module):
@@ -52,21 +53,18 @@ class WithBNDistance(nn.Module):
 
 
 @register_method
-class BNStatistics(DfMMethod):
+class BNStatistics(RandomTargetCE):
+    """random_target_ce's targets and measures (from a draw stream of its own), plus the statistics term."""
+
     name = "bn_statistics"
+    stream = BN_CLASS
     weight = 10.0
 
     def check(self, model):
         WithBNDistance(model)
-
-    def targets(self, indices, seed: int, num_classes: int) -> torch.Tensor:
-        return torch.from_numpy(uniform_classes(seed, list(indices), num_classes, BN_CLASS))
 
     def objective(self, model, x_s, targets):
         def loss(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(out[:, :-1], t, reduction="none") + self.weight * out[:, -1]
 
         return WithBNDistance(model), targets.long(), loss
-
-    def metrics(self, logits, targets):
-        return {"hits_target_class": float((logits.argmax(1) == targets).float().mean())}

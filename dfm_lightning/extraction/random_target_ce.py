@@ -14,9 +14,10 @@ from dfm_lightning.extraction.methods import DfMMethod, register_method
 @register_method
 class RandomTargetCE(DfMMethod):
     name = "random_target_ce"
+    stream = RANDOM_CLASS
 
     def targets(self, indices, seed: int, num_classes: int) -> torch.Tensor:
-        return torch.from_numpy(uniform_classes(seed, list(indices), num_classes, RANDOM_CLASS))
+        return torch.from_numpy(uniform_classes(seed, list(indices), num_classes, self.stream))
 
     def objective(self, model, x_s, targets):
         return model, targets.long(), lambda logits, t: F.cross_entropy(logits.float(), t, reduction="none")

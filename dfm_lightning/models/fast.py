@@ -39,15 +39,16 @@ def _compile_with_fallback(net: nn.Module, log: Callable[[str], None]) -> None:
     # generation's model; past the limit (8 by default) Dynamo would quietly run the rest eagerly
     key = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # (its older name)
     setattr(dynamo, key, max(getattr(dynamo, key), 64))
+    # AOTAutograd compiles the backward lazily, at the first backward - in the trainer's or PGD's autograd call,
+    # where no fallback can catch it; compiled with the forward, its failure lands in ``call`` below too (set once
+    # here, like the limit above: a context manager around every call cost 21 us per forward)
+    functorch.force_non_lazy_backward_lowering = True
     net.compile()
     compiled = net._compiled_call_impl
 
     def call(*args, **kwargs):
         try:
-            # AOTAutograd compiles the backward lazily, at the first backward - in the trainer's or PGD's autograd
-            # call, where no fallback can catch it; compiling it with the forward makes its failure land here too
-            with functorch.patch(force_non_lazy_backward_lowering=True):
-                return compiled(*args, **kwargs)
+            return compiled(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - a compiler failure of any kind: eager still computes the same thing
             net._compiled_call_impl = None
             e = getattr(e, "inner_exception", None) or e  # Dynamo's BackendCompilerFailed wraps the compiler's error
