@@ -1,7 +1,6 @@
 """Choose the CIFAR-10 VGG8 M0 and DtM recipes on held-out data (never the test set).
 
-M0: 
-Each candidate trains M0 on 45k training images and reports accuracy on the other 5k (``data.val_size``), for robust
+M0: each candidate trains M0 on 45k training images and reports accuracy on the other 5k (``data.val_size``), for robust
 candidates also L2-PGD accuracy there (the Table 2 protocol: 20 steps of 2.5 * eps / 20), and the seconds it took.
 Candidates differ in batch size, learning rate and epochs (large batches keep a GPU busy; the paper's recipe is not
 given). DtM (``--dtm``): D1 of ``--dtm_samples`` COCO substitutes from the best non-robust M0 candidate (by its

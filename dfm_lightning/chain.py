@@ -128,6 +128,7 @@ class ChainRunner:
         self.data = init_args(OriginDataModule, data, "data")
         origin = OriginDataModule(**self.data)  # checks the dataset name, and that it is there or may download
         check_source(extraction.substitute, self.data["root"])
+        method = method_of(extraction)
         self.shape = dict(in_channels=origin.in_channels, num_classes=origin.num_classes, input_size=origin.input_size)
         self.model = init_args(Classifier, model, "model", skip=SHAPE_KEYS)
         self.distill = init_args(Distiller, {"arch": None, **(distill or {})}, "distill", skip=SHAPE_KEYS)
@@ -142,12 +143,12 @@ class ChainRunner:
         else:
             m0_arch = {"arch": self.model["arch"], "arch_kwargs": self.model["arch_kwargs"]}
             # a bad architecture or optimizer, or a DfM method the model cannot take, fails now, not after M0
-            method_of(extraction).check(Classifier(**self.model, **self.shape).model)
+            method.check(Classifier(**self.model, **self.shape).model)
         if self.distill["arch"] is None:  # students are M0's architecture unless distill.arch says otherwise
             self.student = {**self.distill, **m0_arch, "arch_kwargs": self.distill["arch_kwargs"] or m0_arch["arch_kwargs"]}
         else:
             self.student = dict(self.distill)
-        method_of(extraction).check(Distiller(**self.student, **self.shape).model)  # D2... come from the students
+        method.check(Distiller(**self.student, **self.shape).model)  # D2, D3, ... come from the students
 
     def config(self) -> dict:
         return {"run_dir": str(self.run_dir), "generations": self.generations, "seed_everything": self.seed,
