@@ -9,13 +9,18 @@ bf16 autocast + channels_last + torch.compile, for both the framework and the ba
 without compile). Training (M0's cross-entropy step; DtM's is the same network) is measured the same two ways:
 ``Trainer.fit`` of a Classifier over a device-resident training set against a bare SGD loop, in images/s.
 
+``--repeats N`` measures each pair N times, the framework and the bare loop taking turns, and reports the median of
+the N overheads with their range: on a shared or noisy machine one pair can be off by +-20% (seen on a 2-core CPU),
+while drift within a run hits both members of a pair alike.
+
     python bench/throughput.py [--archs lenet_wide,vgg8,resnet18] [--num_samples 2048] [--shard_size 256]
                                [--steps 10] [--precisions 32-true] [--fast off,on] [--device cpu|cuda] [--out FILE]
-                               [--train_batch 128] [--train_steps 20]
+                               [--train_batch 128] [--train_steps 20] [--repeats 1]
 """
 import contextlib
 import argparse
 import json
+import statistics
 import tempfile
 import time
 
@@ -150,6 +155,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--train_batch", type=int, default=128)
     p.add_argument("--train_steps", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=1, help="framework/bare pairs per setting, taking turns")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     rows = []
@@ -159,18 +165,27 @@ def main() -> None:
         model = freeze(create_model(arch, in_channels=channels, num_classes=10, input_size=size)).to(args.device)
         flops = flops_per_image_step(model, (channels, size, size), args.device)
         for precision, fast in [(p, f) for p in args.precisions.split(",") for f in args.fast.split(",")]:
-            fw = framework(model, (channels, size), args, args.device, precision, FAST[fast])
-            base = bare(model, (channels, size, size), args, args.device, precision, FAST[fast])
-            train_fw = train_framework(arch, (channels, size), args, args.device, precision, FAST[fast])
-            train_base = train_bare(arch, (channels, size), args, args.device, precision, FAST[fast])
+            runs = {"fw": [], "base": [], "train_fw": [], "train_base": []}
+            for _ in range(args.repeats):  # taking turns, so drift within the run hits both sides of a pair
+                runs["fw"].append(framework(model, (channels, size), args, args.device, precision, FAST[fast]))
+                runs["base"].append(bare(model, (channels, size, size), args, args.device, precision, FAST[fast]))
+                runs["train_fw"].append(train_framework(arch, (channels, size), args, args.device, precision, FAST[fast]))
+                runs["train_base"].append(train_bare(arch, (channels, size), args, args.device, precision, FAST[fast]))
+            overhead = sorted(b / f - 1 for f, b in zip(runs["fw"], runs["base"]))
+            train_overhead = sorted(b / f - 1 for f, b in zip(runs["train_fw"], runs["train_base"]))
+            fw, base, train_fw, train_base = (statistics.median(runs[k]) for k in ("fw", "base", "train_fw", "train_base"))
             rows.append({"arch": arch, "precision": precision, "fast_path": fast, "steps": args.steps,
-                         "shard_size": args.shard_size,
+                         "shard_size": args.shard_size, "repeats": args.repeats,
                          "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                          "threads": torch.get_num_threads(), "image_steps_per_s_framework": round(fw, 1),
-                         "image_steps_per_s_bare": round(base, 1), "framework_overhead": round(base / fw - 1, 3),
+                         "image_steps_per_s_bare": round(base, 1),
+                         "framework_overhead": round(statistics.median(overhead), 3),
+                         "framework_overhead_range": [round(overhead[0], 3), round(overhead[-1], 3)],
                          "gflop_per_image_step": round(flops / 1e9, 4), "tflops_framework": round(fw * flops / 1e12, 4),
                          "train_batch": args.train_batch, "train_images_per_s_framework": round(train_fw, 1),
-                         "train_images_per_s_bare": round(train_base, 1)})
+                         "train_images_per_s_bare": round(train_base, 1),
+                         "train_overhead": round(statistics.median(train_overhead), 3),
+                         "train_overhead_range": [round(train_overhead[0], 3), round(train_overhead[-1], 3)]})
             print(json.dumps(rows[-1]), flush=True)
     if args.out:
         with open(args.out, "w") as f:
