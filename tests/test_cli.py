@@ -234,7 +234,9 @@ def test_crosseval(tiny_chain, tmp_path):
     assert result["source"] == [0, 1]  # D1 came from M0, D2 from M1
     assert acc[0][0] == 1.0 and acc[1][1] == 1.0  # a model agrees with its own extracted data by construction
     assert acc[2][0] < 1.0 or acc[2][1] < 1.0
-    assert "100.0*" in (tmp_path / "x" / "crosseval.md").read_text()
+    table = (tmp_path / "x" / "crosseval.md").read_text()
+    run = tiny_chain.name  # rows and columns named alike, RUN/genG
+    assert f"| {run}/gen0 | 100.0* |" in table and f"| {run}/gen1 |" in table and f"{run}/gen2 |\n" in table
 
 
 def test_cross_architecture_chain(tiny_chain, tmp_path):

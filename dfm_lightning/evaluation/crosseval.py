@@ -50,5 +50,5 @@ def write_crosseval(result: dict, out_dir: str | Path) -> None:
     lines = ["| model \\ data | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for i, (ckpt, row) in enumerate(zip(result["checkpoints"], result["accuracy"])):
         cells = [f"{100 * a:.1f}{'*' if result['source'][j] == i else ''}" for j, a in enumerate(row)]
-        lines.append(f"| {ckpt} | " + " | ".join(cells) + " |")
+        lines.append(f"| {short_name(ckpt)} | " + " | ".join(cells) + " |")
     atomic_write_bytes(out_dir / "crosseval.md", ("\n".join(lines) + "\n\n* = the model the data was extracted from\n").encode())
