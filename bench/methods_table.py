@@ -7,16 +7,18 @@ import argparse
 import json
 from pathlib import Path
 
-METHODS = ["virtual_logits", "model_labels", "random_target_ce", "representation"]
+METHODS = ["virtual_logits", "model_labels", "random_target_ce", "representation", "bn_statistics"]
+KINDS = ["nonrobust", "robust", "bn"]  # bench/compare_methods.sh's M0s
 
 
 def row(runs: Path, kind: str, method: str, seeds: list[int]) -> str | None:
     results, metrics = [], []
     for s in seeds:
         run = runs / f"{kind}-{method}-s{s}"
-        if not (run / "results.json").exists():
+        generations = json.loads((run / "results.json").read_text())["generations"] if (run / "results.json").exists() else []
+        if len(generations) < 2:  # M1 not evaluated yet
             return None
-        results.append(json.loads((run / "results.json").read_text())["generations"][1])
+        results.append(generations[1])
         metrics.append(json.loads((run / "gen1" / "data" / "manifest.json").read_text())["metrics"])
 
     def mean(values) -> float:
@@ -41,8 +43,10 @@ def main() -> None:
     print(f"| M0 | method | M1 test acc (%) {seeds} | mean | eps=1 | eps=2 | eps=3 | \\|\\|x' - x_s\\|\\| | "
           "x' in its target class | extraction s |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for kind in ("nonrobust", "robust"):
+    for kind in KINDS:
         for method in METHODS:
+            if not any((args.runs / f"{kind}-{method}-s{s}").exists() for s in args.seeds):
+                continue  # not part of that M0's comparison
             line = row(args.runs, kind, method, args.seeds)
             print(line if line else f"| {kind} | `{method}` | (not complete) |")
 
