@@ -4,7 +4,7 @@
 # (`dfm report`) and, per M0 and seed, every D1 evaluated by every method's M1 (`dfm crosseval`).
 #   bash bench/compare_methods.sh [RUNS_DIR [KIND...]]     # KIND: nonrobust, robust (default both), bn
 # KIND bn: a non-robust lenet_wide with batch norm as M0 (8 epochs), and the methods that tell what matching its
-# batch-norm statistics adds (bn_statistics = random_target_ce + that term, from the same M0), robustness
+# batch-norm statistics adds (bn_statistics = random_target_ce + that term; model_labels: no PGD), robustness
 # on 1000 test images. SEEDS (default "0 1"; empty: M0 only) runs a subset of the seeds, e.g. one process per seed
 # once M0 is trained.
 # Resumable: rerun the same command after a stop. M0 is trained by the chain unless M0_NONROBUST / M0_ROBUST name a
@@ -22,7 +22,7 @@ for m0 in "${kinds[@]}"; do
   methods=(virtual_logits model_labels random_target_ce representation)
   overlay=(); [ "$m0" = robust ] && overlay=(--config configs/robust/mnist.yaml --config configs/budget/mnist_robust.yaml)
   [ "$m0" = bn ] && overlay=(--model.arch lenet --model.arch_kwargs "{convs: [16, 32], fcs: [256], batch_norm: true}"
-    --trainer.max_epochs 8) && methods=(bn_statistics random_target_ce)
+    --trainer.max_epochs 8) && methods=(bn_statistics random_target_ce model_labels)
   evals=(); [ "$m0" = bn ] && evals=(--robustness.num_test_images 1000)  # (its M0's own run: the budget's 5120)
   given=M0_${m0^^}
   if [ -n "${!given:-}" ]; then m0_ckpt=${!given}; else
